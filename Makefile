@@ -1,0 +1,35 @@
+# Developer commands, shared with CI. `make help` lists them.
+.PHONY: help run test lint typecheck unit integration stack-up stack-down stack-status bench clean
+
+help:  ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+run:  ## Main job: stack + worker + simulated Thurrock sensors + live view (Ctrl-C stops all)
+	@scripts/run
+
+test:  ## Everything CI runs: set-up, ruff, mypy, unit and integration tests
+	@scripts/test
+
+unit:  ## Unit tests only (no servers)
+	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider tests/unit
+
+integration:  ## Integration tests only (starts the stack on test ports)
+	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider tests/integration
+
+lint:  ## ruff
+	@scripts/bootstrap && .venv/bin/ruff check .
+
+typecheck:  ## mypy
+	@scripts/bootstrap && .venv/bin/mypy
+
+stack-up:  ## Start the local stack (Tansu on 9092, VictoriaMetrics on 8428)
+	@scripts/bootstrap && .venv/bin/thurrock-streams stack up
+
+stack-down:  ## Stop the local stack
+	@scripts/bootstrap && .venv/bin/thurrock-streams stack down
+
+stack-status:  ## Is the local stack healthy?
+	@scripts/bootstrap && .venv/bin/thurrock-streams stack status
+
+clean:  ## Remove the virtualenv, stack data and caches
+	rm -rf .venv .stack .stack-test .pytest_cache .mypy_cache .ruff_cache .hypothesis

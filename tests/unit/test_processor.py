@@ -1,0 +1,111 @@
+"""The processing step without a broker: accounting, dead letters, re-keying, replays."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from thurrock_streams.engine.codec import decode_state, encode_state
+from thurrock_streams.engine.processor import Processor, SiteState
+from thurrock_streams.engine.windows import EngineConfig
+from thurrock_streams.readings import RawMessage
+from thurrock_streams.registry import Registry
+from thurrock_streams.traffic import TrafficPipeline
+
+SITE = 'A13, "EB"=1'
+
+
+def pipeline() -> TrafficPipeline:
+    return TrafficPipeline(EngineConfig((60, 900), 30.0, 300.0), Registry({}, {}))
+
+
+def m(offset: int, value, partition: int = 0, key: bytes | None = b"k") -> RawMessage:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return RawMessage("traffic.readings", partition, offset, key, raw)
+
+
+def r(ts: float, speed: float = 50.0, **kw) -> dict:
+    return {"site_id": SITE, "ts": ts, "lane": 1, "speed_kph": speed, **kw}
+
+
+FEED = [
+    m(0, r(10)), m(1, r(20, 100, **{"class": "hgv"})),
+    m(2, {"site_id": SITE, "columns": {"ts": [70, 80, 200], "lane": [1, 2, 3],
+                                       "speed_kph": [60, 300, 0]}}),
+    m(3, b"not json"), m(4, r(15)), m(5, r(10_000)),
+]
+
+
+def test_step_counts_every_reading_once() -> None:
+    p = Processor(pipeline())
+    out = p.step(FEED, {}, now=1000.0)
+    c = p.counters
+    assert c.readings_in == 8
+    assert c.accepted == 4
+    assert c.deadlettered == {"range": 1, "decode": 1, "late": 1, "future": 1}
+    assert c.readings_in == c.accepted + sum(c.deadlettered.values())
+    dead = {d["offset"]: d for _, d in out.deadletters}
+    assert dead[2]["row"] == 1 and dead[2]["reason"] == "range"
+    assert dead[3]["row"] is None and base64.b64decode(dead[3]["value_b64"]) == b"not json"
+    assert dead[4]["reason"] == "late" and dead[5]["reason"] == "future"
+    assert set(dead[2]) == {"reason", "detail", "topic", "partition", "offset", "row",
+                            "value_b64"}
+    windows = [(a["window"], a["ts"], a["count"]) for _, a in out.aggregates]
+    assert windows == [("1m", 60.0, 2), ("1m", 120.0, 1)]
+
+
+def test_replay_after_stored_state_is_skipped() -> None:
+    p = Processor(pipeline())
+    first = p.step(FEED, {}, now=1000.0)
+    stored = {s: SiteState.decode(st.encode()) for s, st in first.changed.items()}
+    again = p.step(FEED, stored, now=1000.0)
+    assert again.aggregates == []
+    # Only the message with no readable site cannot be matched to a state.
+    assert [d["reason"] for _, d in again.deadletters] == ["decode"]
+    assert p.counters.replayed_skipped == 7
+
+
+def test_replay_without_stored_state_reproduces_the_same_outputs() -> None:
+    a = Processor(pipeline()).step(FEED, {}, now=1000.0)
+    b = Processor(pipeline()).step(FEED, {}, now=1000.0)
+    assert a.aggregates == b.aggregates and a.deadletters == b.deadletters
+
+
+def test_wrong_partition_is_rekeyed_not_processed() -> None:
+    p = Processor(pipeline(), partition_of=lambda site: 3)
+    out = p.step([m(0, r(10), partition=1, key=None), m(1, r(20), partition=3)], {}, now=1e9)
+    assert [(s, msg.offset) for s, msg in out.rekey] == [(SITE, 0)]
+    assert p.counters.readings_in == 1 and p.counters.rekeyed_messages == 1
+    fwd = RawMessage("traffic.readings", 1, 0, SITE.encode(), out.rekey[0][1].value,
+                     forwarded=True)
+    out2 = p.step([fwd], out.changed, now=1e9)
+    assert out2.rekey == [] and p.counters.accepted == 2
+    assert out2.changed[SITE].applied == {"traffic.readings:3": 1, "traffic.readings:1": 0}
+
+
+def test_flush_closes_open_windows() -> None:
+    p = Processor(pipeline())
+    out = p.step([m(0, r(10)), m(1, r(70))], {}, now=1e9)
+    assert out.aggregates == []
+    flushed = p.flush(SITE, out.changed[SITE])
+    assert [(a["window"], a["ts"], a["count"]) for _, a in flushed.aggregates] == [
+        ("1m", 60.0, 1), ("1m", 120.0, 1), ("15m", 900.0, 2)]
+    # the input state is not modified
+    assert out.changed[SITE].windows.buf_ts.tolist() == [10.0, 70.0]
+
+
+def test_empty_window_record_has_count_and_flow_only() -> None:
+    p = Processor(pipeline())
+    out = p.step([m(0, r(10)), m(1, r(200))], {}, now=1e9)
+    empty = [a for _, a in out.aggregates if a["count"] == 0]
+    assert empty == [{"site_id": SITE, "window": "1m", "start": 60.0, "ts": 120.0,
+                      "count": 0, "flow_vph": 0.0}]
+
+
+def test_codec_refuses_foreign_bytes() -> None:
+    with pytest.raises(ValueError, match="not a Thurrock"):
+        decode_state(b"\x80\x04pickle")
+    back = decode_state(encode_state({"x": float("-inf"), "nested": {"k": [1, 2]}}))
+    assert back == {"x": float("-inf"), "nested": {"k": [1, 2]}}

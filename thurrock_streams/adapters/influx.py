@@ -1,0 +1,173 @@
+"""InfluxDB adapter: aggregate records to line protocol, and a writer that never drops.
+
+:func:`to_line` maps one record of a processor topic to one InfluxDB point (schema of
+CONTRACT.md §4–§6): tags and field names fixed, one type per field, timestamp = window
+end. Non-finite floats are left out, so NaN and infinity never reach the store.
+
+:class:`InfluxWriter` writes batches through ``influxdb-client``. A store that is down,
+slow or answering 5xx/429 is retried with exponential backoff, without limit: the caller
+does not commit the batch's source offsets until :meth:`InfluxWriter.write` returns, so
+Kafka holds the data through an outage of any length. A batch the store rejects as bad
+(HTTP 4xx) is split to find the points it refuses; those come back to the caller to be
+dead-lettered, the rest are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from influxdb_client import Point, WritePrecision
+
+from ..errors import SinkError
+from ..settings import Settings
+
+__all__ = ["InfluxWriter", "SinkStats", "to_line"]
+
+# Record layout per processor topic: (measurement, tag names, integer fields, bool fields,
+# string fields). Every other non-tag key except ``start``/``ts`` is a float field.
+SCHEMAS: dict[str, tuple[str, tuple[str, ...], frozenset[str], frozenset[str], frozenset[str]]] = {
+    "traffic": ("traffic", ("site_id", "window"), frozenset({"count"}), frozenset(),
+                frozenset()),
+    "air_quality": ("air_quality", ("site_id", "pollutant", "period"), frozenset({"daqi"}),
+                    frozenset({"valid"}), frozenset()),
+    "daqi": ("daqi", ("site_id",), frozenset({"index"}), frozenset(),
+             frozenset({"band", "pollutant"})),
+    "alerts": ("alerts", ("site_id", "rule", "severity", "state"), frozenset(), frozenset(),
+               frozenset({"message"})),
+}
+_NOT_FIELDS = frozenset({"start", "ts", "measurement"})
+
+
+def to_line(schema: str, rec: dict[str, Any]) -> str:
+    """One record as an InfluxDB line-protocol point (nanosecond timestamp).
+
+    >>> to_line("traffic", {"site_id": "A13 EB", "window": "1m", "ts": 60.0, "count": 2,
+    ...                     "flow_vph": 120.0, "mean_speed_kph": float("nan")})
+    'traffic,site_id=A13\\\\ EB,window=1m count=2i,flow_vph=120 60000000000'
+    """
+    measurement, tags, ints, bools, strings = SCHEMAS[schema]
+    p = Point(measurement)
+    for t in tags:
+        p.tag(t, str(rec[t]))
+    for k, v in rec.items():
+        if k in _NOT_FIELDS or k in tags or v is None:
+            continue
+        if k in ints:
+            p.field(k, int(v))
+        elif k in bools:
+            p.field(k, bool(v))
+        elif k in strings:
+            p.field(k, str(v))
+        elif isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            p.field(k, float(v))
+    p.time(round(float(rec["ts"]) * 1e9), WritePrecision.NS)
+    line = p.to_line_protocol()
+    if not line:
+        raise SinkError(f"record has no field to write: {rec}", retryable=False)
+    return str(line)
+
+
+@dataclass
+class SinkStats:
+    """The writer's state, served on the worker's metrics page."""
+
+    written_points: int = 0
+    pending_points: int = 0
+    retries: int = 0
+    rejected_points: int = 0
+    last_error: str = ""
+    last_error_at: float = 0.0
+    last_write_at: float = 0.0
+    outage_since: float | None = None
+    close_to_store_ms: list[float] = field(default_factory=list)
+
+
+class InfluxWriter:
+    """Writes line-protocol batches; retries transient failures until they succeed."""
+
+    def __init__(self, settings: Settings, *, post: Callable[[list[str]], Any] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.stats = SinkStats()
+        self._clock = clock
+        self._client: Any = None
+        self._post = post or self._post_influx
+
+    async def _post_influx(self, lines: list[str]) -> None:
+        from influxdb_client.client.exceptions import InfluxDBError
+        from influxdb_client.client.influxdb_client_async import (
+            InfluxDBClientAsync,
+        )
+
+        if self._client is None:
+            self._client = InfluxDBClientAsync(
+                url=self.settings.influx_url, token=self.settings.influx_token.get() or "none",
+                org=self.settings.influx_org, timeout=10_000)
+        try:
+            await self._client.write_api().write(
+                bucket=self.settings.influx_bucket, record="\n".join(lines),
+                write_precision=WritePrecision.NS)
+        except InfluxDBError as exc:
+            status = getattr(exc.response, "status", None) if exc.response else None
+            retryable = status is None or status >= 500 or status == 429
+            raise SinkError(f"store answered {status}: {exc.message}"[:500],
+                            retryable=retryable, status=status) from exc
+        except (TimeoutError, OSError) as exc:
+            raise SinkError(f"store unreachable: {exc!r}"[:500], retryable=True) from exc
+        except Exception as exc:  # aiohttp client errors and the like: the store is away
+            raise SinkError(f"store write failed: {exc!r}"[:500], retryable=True) from exc
+
+    async def close(self) -> None:
+        """Close the HTTP client."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def write(self, lines: Sequence[str]) -> list[int]:
+        """Write every point; return the indices of points the store refused as bad."""
+        if not lines:
+            return []
+        self.stats.pending_points = len(lines)
+        try:
+            return await self._write_part(list(lines), 0)
+        finally:
+            self.stats.pending_points = 0
+
+    async def _write_part(self, lines: list[str], base: int) -> list[int]:
+        delay = 0.2
+        while True:
+            try:
+                await self._post(lines)
+            except SinkError as exc:
+                self._note_error(exc)
+                if not exc.retryable:
+                    return await self._split(lines, base)
+                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter
+                delay = min(delay * 2, self.settings.sink_max_backoff_s)
+                self.stats.retries += 1
+                continue
+            self.stats.written_points += len(lines)
+            self.stats.last_write_at = self._clock()
+            self.stats.outage_since = None
+            return []
+
+    async def _split(self, lines: list[str], base: int) -> list[int]:
+        if len(lines) == 1:
+            self.stats.rejected_points += 1
+            return [base]
+        mid = len(lines) // 2
+        return (await self._write_part(lines[:mid], base)
+                + await self._write_part(lines[mid:], base + mid))
+
+    def _note_error(self, exc: SinkError) -> None:
+        now = self._clock()
+        self.stats.last_error = str(exc)
+        self.stats.last_error_at = now
+        if exc.retryable and self.stats.outage_since is None:
+            self.stats.outage_since = now

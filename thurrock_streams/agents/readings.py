@@ -1,0 +1,227 @@
+"""The Faust wiring of a readings pipeline: one agent, one changelog-backed table, a timer.
+
+The agent takes batches of events, hands their bytes to a :class:`Processor` and
+delivers what it returns in a crash-safe order: dead letters, re-keyed messages and
+aggregates are sent and their delivery awaited; only then are the changed site states
+written to the table (whose changelog Faust flushes before it commits source offsets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import ChainMap
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
+
+from ..engine.processor import Pipeline, Processor, SiteState, StepOutput, dead_letter
+from ..readings import RawMessage
+from ..settings import Settings
+from ..topics import ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
+
+__all__ = ["ReadingsAgent", "partition_for"]
+
+log = logging.getLogger(__name__)
+
+#: Header with the wall-clock time (UTC epoch seconds) at which an aggregate was closed.
+CLOSED_AT = "thurrock-closed-at"
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partition for a key (murmur2, as the Java and Python clients)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class SiteTable(faust.Table):
+    """A table keyed by site_id whose changelog partition is the site's Kafka partition.
+
+    Faust would write a table key to the partition of the event being processed; a
+    site's state must live in the partition its readings hash to, whichever topic or
+    timer wrote it, so that the worker owning the readings also owns the state.
+    """
+
+    def partition_for_key(self, key: Any) -> int:
+        return partition_for(key, self.partitions or self.app.conf.topic_partitions)
+
+
+class _States(Mapping[str, SiteState]):
+    """The table seen as decoded site states, decoding each stored record once."""
+
+    def __init__(self, owner: ReadingsAgent) -> None:
+        self._owner = owner
+
+    def __getitem__(self, site: str) -> SiteState:
+        raw = self._owner.table.get(site.encode())
+        if raw is None:
+            raise KeyError(site)
+        cached = self._owner.cache.get(site)
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        state = SiteState.decode(raw)
+        self._owner.cache[site] = (raw, state)
+        return state
+
+    def __iter__(self) -> Iterator[str]:
+        return (k.decode() for k in list(self._owner.table.keys()))
+
+    def __len__(self) -> int:
+        return len(self._owner.table)
+
+
+class ReadingsAgent:
+    """Binds one pipeline (traffic or air) to the app."""
+
+    def __init__(self, app: faust.App, settings: Settings, pipeline: Pipeline, source: str,
+                 aggregates: str, deadletter: str) -> None:
+        self.app = app
+        self.settings = settings
+        self.kind = pipeline.kind
+        n = settings.topic_partitions
+        self.partitions = n
+        self.processor = Processor(pipeline, partition_of=self._partition_of)
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        src = settings.topic(source)
+        rekey = f"{settings.topic_prefix}{settings.app_id}-{source}-rekey"
+        self.sources = app.topic(src, rekey, partitions=n, internal=True, **raw)
+        self.rekey_out = app.topic(rekey, partitions=n, internal=True, **raw)
+        self.aggregates_out = app.topic(settings.topic(aggregates), partitions=n,
+                                        internal=True, **raw)
+        self.deadletter_out = app.topic(settings.topic(deadletter), partitions=n,
+                                        internal=True, **raw)
+        self.table: Any = app.tables.add(SiteTable(
+            app, name=f"{self.kind}-sites", partitions=n,
+            schema=faust.Schema(key_type=bytes, value_type=bytes, **raw),
+            help=f"{self.kind} site states (windows, watermark, applied offsets)"))
+        self.cache: dict[str, tuple[bytes, SiteState]] = {}
+        self.last_seen: dict[str, float] = {}
+        self._lock: asyncio.Lock | None = None
+        self.batch_max = 10_000
+        self.batch_within_s = 0.1
+        app.agent(self.sources, name=f"{self.kind}-readings")(self._run)
+        app.timer(interval=1.0, name=f"{self.kind}-idle-flush")(self._idle_flush)
+        app.on_partitions_assigned.connect(self._on_assigned)
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Serialises steps and idle flushes (created on the running loop)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def _partition_of(self, site: str) -> int:
+        return partition_for(site.encode(), self.partitions)
+
+    async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
+        # Idle timers count from the takeover: a restart must not flush windows that
+        # the replay of uncommitted readings is about to fill.
+        self.last_seen.clear()
+
+    async def _run(self, stream: Any) -> None:
+        async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
+            # Faust acks a batch when this body ends, even by an exception or a
+            # cancellation, and may then commit its offsets: so a step must finish (it
+            # retries delivery and never raises on input) before the body ends.
+            task = asyncio.ensure_future(self.step([self._raw(ev.message) for ev in events]))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await task
+                raise
+
+    def _raw(self, m: Any) -> RawMessage:
+        if m.topic == self.rekey_out.get_topic_name():
+            h = {k: v for k, v in (m.headers or [])}
+            return RawMessage(h[ORIGIN_TOPIC].decode(), int(h[ORIGIN_PARTITION]),
+                              int(h[ORIGIN_OFFSET]), m.key, m.value, forwarded=True)
+        return RawMessage(m.topic, m.partition, m.offset, m.key, m.value)
+
+    async def step(self, messages: list[RawMessage]) -> None:
+        """Process one batch and deliver its outputs (the agent's body)."""
+        async with self.lock:
+            out = self._process(messages, time.time())
+            await self._deliver(out)
+            now = time.monotonic()
+            for site in out.changed:
+                self.last_seen[site] = now
+
+    def _process(self, messages: list[RawMessage], now: float) -> StepOutput:
+        states = _States(self)
+        try:
+            return self.processor.step(messages, states, now)
+        except Exception:
+            log.exception("%s: a batch of %d messages failed; retrying one by one",
+                          self.kind, len(messages))
+        merged = StepOutput()
+        for m in messages:
+            try:
+                view: Mapping[str, SiteState] = ChainMap(merged.changed, dict(states))
+                o = self.processor.step([m], view, now)
+            except Exception as exc:
+                log.exception("%s: message %s:%d@%d failed", self.kind, m.topic, m.partition,
+                              m.offset)
+                c = self.processor.counters
+                c.readings_in += 1
+                c.add_dead("internal")
+                merged.deadletters.append((m.key, dead_letter(
+                    m, "internal", f"processing failed: {exc!r}"[:500], None)))
+                continue
+            merged.aggregates += o.aggregates
+            merged.deadletters += o.deadletters
+            merged.rekey += o.rekey
+            merged.changed.update(o.changed)
+        return merged
+
+    async def _idle_flush(self) -> None:
+        tables: Any = self.app.tables
+        if not tables.recovery.completed.is_set() or self.app.rebalancing:
+            return
+        async with self.lock:
+            now = time.monotonic()
+            states = _States(self)
+            for site in list(states):
+                seen = self.last_seen.setdefault(site, now)
+                if now - seen < self.settings.idle_flush_s:
+                    continue
+                state = states[site]
+                if state.windows.has_open():
+                    await self._deliver(self.processor.flush(site, state))
+                self.last_seen[site] = now
+
+    async def _deliver(self, out: StepOutput) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._send(out)
+                break
+            except KafkaError as exc:
+                log.warning("%s: delivery to Kafka failed (%r); retrying in %.1f s",
+                            self.kind, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        for site, state in out.changed.items():
+            data = state.encode()
+            self.table[site.encode()] = data
+            self.cache[site] = (data, state)
+
+    async def _send(self, out: StepOutput) -> None:
+        pending = []
+        for key, rec in out.deadletters:
+            pending.append(await self.deadletter_out.send(key=key, value=orjson.dumps(rec)))
+        for site, m in out.rekey:
+            headers = [(ORIGIN_TOPIC, m.topic.encode()),
+                       (ORIGIN_PARTITION, str(m.partition).encode()),
+                       (ORIGIN_OFFSET, str(m.offset).encode())]
+            pending.append(await self.rekey_out.send(key=site.encode(), value=m.value,
+                                                     headers=headers))
+        closed_at = [(CLOSED_AT, repr(time.time()).encode())]
+        for site, rec in out.aggregates:
+            pending.append(await self.aggregates_out.send(
+                key=site.encode(), value=orjson.dumps(rec), headers=closed_at))
+        if pending:
+            await asyncio.gather(*pending)

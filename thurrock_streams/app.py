@@ -1,0 +1,71 @@
+"""The one Faust app: settings, topics, tables and agents of Thurrock Streams."""
+
+from __future__ import annotations
+
+import ssl
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from .agents.readings import ReadingsAgent
+from .agents.sink import SinkAgent
+from .settings import Settings
+from .topics import DEADLETTER, TRAFFIC_AGGREGATES, TRAFFIC_READINGS
+from .traffic import TrafficPipeline
+from .web import register_pages
+
+__all__ = ["Runtime", "app", "build_app", "runtime"]
+
+
+def _credentials(s: Settings) -> Any:
+    if s.kafka_security_protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
+    if s.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return faust.SASLCredentials(
+            username=s.kafka_sasl_username, password=s.kafka_sasl_password.get(),
+            mechanism=s.kafka_sasl_mechanism,
+            ssl_context=context if s.kafka_security_protocol == "SASL_SSL" else None)
+    return faust.SSLCredentials(context)
+
+
+class Runtime:
+    """The app's parts, reachable from the web pages and from tests."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.settings = settings
+        self.traffic = ReadingsAgent(app, settings, TrafficPipeline.create(
+            settings.allowed_lateness_s, settings.max_clock_skew_s), TRAFFIC_READINGS,
+            TRAFFIC_AGGREGATES, DEADLETTER)
+        self.sink = SinkAgent(app, settings)
+
+
+def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
+    """Create the Faust app and wire every agent onto it."""
+    servers = [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
+    app = faust.App(
+        settings.app_id,
+        broker=servers,
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        datadir=str(Path(tempfile.gettempdir()) / f"thurrock-streams-{settings.app_id}"),
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        # Short group timeouts: a worker joins in seconds and a dead one is replaced fast.
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=65_536,
+        producer_acks=-1,
+        web_port=6066,
+    )
+    rt = Runtime(app, settings)
+    register_pages(app, rt)
+    return app, rt
+
+
+app, runtime = build_app(Settings.from_env())

@@ -1,0 +1,123 @@
+"""The ``thurrock-streams`` command: Faust's own CLI bound to the app, plus ``stack``.
+
+``thurrock-streams worker --web-port 6066 --loglevel info`` runs the processor and
+takes every Faust worker option; ``thurrock-streams stack up|down|status`` manages the
+local stack of real servers (Tansu and VictoriaMetrics).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .errors import StackError, ThurrockError
+from .settings import Settings
+from .topics import AIR_READINGS, TRAFFIC_READINGS
+
+__all__ = ["main"]
+
+log = logging.getLogger(__name__)
+
+
+def _stack(argv: list[str]) -> int:
+    from . import stack
+
+    parser = argparse.ArgumentParser(
+        prog="thurrock-streams stack",
+        description="Start, stop or inspect the local stack: a Tansu Kafka-protocol broker "
+        "and a VictoriaMetrics store taking InfluxDB writes. Files live in "
+        "THURROCK_STACK_DIR (default ./.stack); ports come from THURROCK_KAFKA_PORT "
+        "(default 9092) and THURROCK_STORE_PORT (default 8428).")
+    parser.add_argument("action", choices=["up", "down", "status", "env"])
+    args = parser.parse_args(argv)
+    cfg = stack.StackConfig.from_env()
+    try:
+        if args.action == "up":
+            for line in stack.up(cfg):
+                print(line)
+        elif args.action == "down":
+            for line in stack.down(cfg):
+                print(line)
+        elif args.action == "env":
+            for k, v in cfg.env().items():
+                print(f"export {k}={v}")
+        else:
+            bad = 0
+            for name, pid, healthy in stack.status(cfg):
+                state = "healthy" if healthy else "NOT answering"
+                print(f"{name}: {state}" + (f" (pid {pid})" if pid else ""))
+                bad += not healthy
+            return 1 if bad else 0
+    except StackError as exc:
+        print(f"thurrock-streams stack {args.action}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _existing_partitions(settings: Settings) -> int | None:
+    """Partition count of readings topics that already exist (they must agree)."""
+    try:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+                                 request_timeout_ms=5000,
+                                 **_kafka_python_security(settings))
+    except Exception as exc:
+        log.debug("partition pre-check skipped: %r", exc)
+        return None
+    try:
+        topics = consumer.topics()
+        counts = {}
+        for t in (TRAFFIC_READINGS, AIR_READINGS):
+            name = settings.topic(t)
+            if name in topics:
+                counts[name] = len(consumer.partitions_for_topic(name) or ())
+    finally:
+        consumer.close()
+    if len(set(counts.values())) > 1:
+        raise ThurrockError(f"readings topics have different partition counts {counts}: "
+                            "give them the same count")
+    return next(iter(counts.values()), None)
+
+
+def _kafka_python_security(s: Settings) -> dict[str, object]:
+    if s.kafka_security_protocol == "PLAINTEXT":
+        return {}
+    opts: dict[str, object] = {"security_protocol": s.kafka_security_protocol}
+    if s.kafka_ssl_cafile:
+        opts["ssl_cafile"] = s.kafka_ssl_cafile
+    if s.kafka_security_protocol.startswith("SASL"):
+        opts.update(sasl_mechanism=s.kafka_sasl_mechanism,
+                    sasl_plain_username=s.kafka_sasl_username,
+                    sasl_plain_password=s.kafka_sasl_password.get())
+    return opts
+
+
+def main(argv: list[str] | None = None) -> int | None:
+    """Entry point of the ``thurrock-streams`` console script."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["stack"]:
+        return _stack(args[1:])
+    if args[:1] == ["watch"]:
+        from .watch import main as watch
+
+        return watch(args[1:])
+    try:
+        settings = Settings.from_env()
+        if args[:1] == ["worker"]:
+            existing = _existing_partitions(settings)
+            if existing and existing != settings.topic_partitions:
+                os.environ["THURROCK_TOPIC_PARTITIONS"] = str(existing)
+    except ThurrockError as exc:
+        print(f"thurrock-streams: {exc}", file=sys.stderr)
+        return 2
+    from .app import app
+
+    app.main()
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""The processing step shared by every kind of reading, free of Kafka and Faust.
+
+:class:`Processor` turns a batch of consumed messages into dead letters, messages to
+re-key, updated per-site state and aggregate records. The agent that drives it only moves
+bytes: it sends what a step returns, awaits delivery, then stores the changed states.
+
+Crash safety: each site's state remembers, per source partition, the offset of the last
+message it applied. A state is stored only after the step's outputs were delivered, and
+source offsets are committed only after that; so after a crash the replayed messages
+that a stored state already holds are skipped (no double counting), and those it does
+not hold are applied again and reproduce the same outputs (rewriting identical points).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..readings import Batch, Kind, RawMessage, Rejected, decode_batch
+from .codec import decode_state, encode_state
+from .windows import Closed, EngineConfig, SiteWindows
+
+__all__ = ["Counters", "Pipeline", "Processor", "SiteState", "StepOutput"]
+
+
+class Pipeline(Protocol):
+    """A kind of reading: its window lengths, kept columns and aggregate kernels."""
+
+    kind: Kind
+    config: EngineConfig
+
+    def aggregates(self, site: str, closed: list[Closed],
+                   carry: dict[str, Any]) -> list[dict[str, Any]]:
+        """Aggregate records (JSON-ready dicts) for the windows a step closed."""
+        ...
+
+
+@dataclass
+class SiteState:
+    """Everything remembered about one site, stored as one changelog record."""
+
+    windows: SiteWindows = field(default_factory=SiteWindows)
+    applied: dict[str, int] = field(default_factory=dict)
+    carry: dict[str, Any] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """Serialise for the changelog (see :mod:`.codec`)."""
+        return encode_state({"w": self.windows.to_state(), "applied": self.applied,
+                             "carry": self.carry})
+
+    @classmethod
+    def decode(cls, data: bytes) -> SiteState:
+        """Rebuild a state stored by :meth:`encode`."""
+        d = decode_state(data)
+        return cls(SiteWindows.from_state(d["w"]), {k: int(v) for k, v in d["applied"].items()},
+                   d["carry"])
+
+
+@dataclass
+class Counters:
+    """The accounting invariant's counters (CONTRACT.md §2), since the process started.
+
+    ``readings_in`` = ``accepted`` + sum of ``deadlettered``, where a message that cannot
+    be read at all counts as one reading. Messages re-keyed to their site's partition
+    are counted where they are processed; replays of already-applied messages are
+    counted in ``replayed_skipped`` only.
+    """
+
+    readings_in: int = 0
+    accepted: int = 0
+    deadlettered: dict[str, int] = field(default_factory=dict)
+    rekeyed_messages: int = 0
+    replayed_skipped: int = 0
+    windows_closed: int = 0
+
+    def add_dead(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` dead-lettered readings with ``reason``."""
+        self.deadlettered[reason] = self.deadlettered.get(reason, 0) + n
+
+
+@dataclass
+class StepOutput:
+    """What one step produced, in the order the agent must deliver it."""
+
+    aggregates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    deadletters: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
+    rekey: list[tuple[str, RawMessage]] = field(default_factory=list)
+    changed: dict[str, SiteState] = field(default_factory=dict)
+
+
+def dead_letter(m: RawMessage, reason: str, detail: str, row: int | None) -> dict[str, Any]:
+    """The dead-letter record of CONTRACT.md §1."""
+    return {
+        "reason": reason, "detail": detail, "topic": m.topic, "partition": m.partition,
+        "offset": m.offset, "row": row,
+        "value_b64": base64.b64encode(m.value or b"").decode("ascii"),
+    }
+
+
+def _source(m: RawMessage) -> str:
+    return f"{m.topic}:{m.partition}"
+
+
+class Processor:
+    """Runs steps of one pipeline over the sites of the partitions this worker owns."""
+
+    def __init__(self, pipeline: Pipeline, partition_of: Callable[[str], int] | None = None,
+                 counters: Counters | None = None) -> None:
+        self.pipeline = pipeline
+        self.partition_of = partition_of
+        self.counters = counters if counters is not None else Counters()
+
+    def step(self, messages: list[RawMessage], states: Mapping[str, SiteState],
+             now: float) -> StepOutput:
+        """Process a batch in arrival order; ``states`` are read, never mutated in place."""
+        out = StepOutput()
+        batch = decode_batch(self.pipeline.kind, messages)
+        site_of = self._route(messages, batch, out)
+        rejected_by_site: dict[str, list[Rejected]] = {}
+        for rej in batch.rejected:
+            site = site_of.get(rej.msg) if rej.site is not None else None
+            if site is None:
+                self.counters.readings_in += 1
+                self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
+            elif site != "":
+                rejected_by_site.setdefault(site, []).append(rej)
+        keep = np.fromiter((site_of.get(int(i)) not in (None, "") for i in batch.msg),
+                           dtype=np.bool_, count=len(batch))
+        batch = batch.take(keep)
+        for site, rows in _by_site(batch):
+            self._site_step(site, rows, rejected_by_site.pop(site, []), messages, states,
+                            now, out)
+        for site, rejs in rejected_by_site.items():
+            self._site_step(site, batch.take(np.zeros(0, dtype=np.int64)), rejs, messages,
+                            states, now, out)
+        return out
+
+    def flush(self, site: str, state: SiteState) -> StepOutput:
+        """Close every open window of an idle site."""
+        out = StepOutput()
+        new = SiteState(SiteWindows.from_state(state.windows.to_state()), dict(state.applied),
+                        dict(state.carry))
+        closed = new.windows.flush(self.pipeline.config)
+        self._emit(site, closed, new, out)
+        out.changed[site] = new
+        return out
+
+    def _route(self, messages: list[RawMessage], batch: Batch,
+               out: StepOutput) -> dict[int, str]:
+        """Map message index to its site ('' when it is re-keyed elsewhere)."""
+        site_of: dict[int, str] = {}
+        if len(batch):
+            msg_idx, first = np.unique(batch.msg, return_index=True)
+            site_of = dict(zip(msg_idx.tolist(), batch.site[first].tolist(), strict=True))
+        for rej in batch.rejected:
+            if rej.site is not None:
+                site_of.setdefault(rej.msg, rej.site)
+        if self.partition_of is None:
+            return site_of
+        for i, site in list(site_of.items()):
+            m = messages[i]
+            if not m.forwarded and self.partition_of(site) != m.partition:
+                out.rekey.append((site, m))
+                self.counters.rekeyed_messages += 1
+                site_of[i] = ""
+        return site_of
+
+    def _site_step(self, site: str, rows: Batch, rejects: list[Rejected],
+                   messages: list[RawMessage], states: Mapping[str, SiteState], now: float,
+                   out: StepOutput) -> None:
+        old = out.changed.get(site) or states.get(site)
+        new = (SiteState() if old is None else
+               SiteState(SiteWindows.from_state(old.windows.to_state()), dict(old.applied),
+                         dict(old.carry)))
+        fresh = self._fresh_messages(new, messages, rows, rejects)
+        for rej in rejects:
+            if fresh[rej.msg]:
+                self.counters.readings_in += 1
+                self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
+            else:
+                self.counters.replayed_skipped += 1
+        rows = rows.take(np.fromiter((fresh[int(i)] for i in rows.msg), dtype=np.bool_,
+                                     count=len(rows)))
+        self.counters.readings_in += len(rows)
+        res = new.windows.ingest(self.pipeline.config, rows.ts, rows.cols, now)
+        for verdict, reason in ((res.future, "future"), (res.late, "late")):
+            for j in np.flatnonzero(verdict):
+                m = messages[int(rows.msg[j])]
+                detail = _time_detail(reason, float(rows.ts[j]), new.windows, now)
+                r = int(rows.row[j])
+                self._dead(out, m, reason, detail, r if r >= 0 else None)
+        self.counters.accepted += int(res.accepted.sum())
+        self._emit(site, res.closed, new, out)
+        out.changed[site] = new
+
+    def _fresh_messages(self, state: SiteState, messages: list[RawMessage], rows: Batch,
+                        rejects: list[Rejected]) -> dict[int, bool]:
+        """Which messages this site has not applied yet; records them as applied."""
+        idx = sorted(set(rows.msg.tolist()) | {r.msg for r in rejects})
+        fresh: dict[int, bool] = {}
+        for i in idx:
+            m = messages[i]
+            src = _source(m)
+            fresh[i] = m.offset > state.applied.get(src, -1)
+            if fresh[i]:
+                state.applied[src] = m.offset
+        skipped = sum(1 for i in rows.msg.tolist() if not fresh[i])
+        self.counters.replayed_skipped += skipped
+        return fresh
+
+    def _emit(self, site: str, closed: list[Closed], state: SiteState, out: StepOutput) -> None:
+        if not closed:
+            return
+        self.counters.windows_closed += sum(c.starts.size for c in closed)
+        for rec in self.pipeline.aggregates(site, closed, state.carry):
+            out.aggregates.append((site, rec))
+
+    def _dead(self, out: StepOutput, m: RawMessage, reason: str, detail: str,
+              row: int | None) -> None:
+        self.counters.add_dead(reason)
+        out.deadletters.append((m.key, dead_letter(m, reason, detail, row)))
+
+
+def _by_site(batch: Batch) -> list[tuple[str, Batch]]:
+    if not len(batch):
+        return []
+    sites, inverse = np.unique(batch.site, return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=len(sites)))[:-1]
+    return [(str(s), batch.take(ix)) for s, ix in zip(sites, np.split(order, bounds),
+                                                        strict=True)]
+
+
+def _time_detail(reason: str, ts: float, w: SiteWindows, now: float) -> str:
+    if reason == "future":
+        return f"ts={ts:.3f} is more than the allowed clock skew ahead of now={now:.3f}"
+    return (f"ts={ts:.3f} falls in an already closed window (site watermark "
+            f"{w.watermark:.3f}, closed up to {max(w.closed_until.values()):.3f})")

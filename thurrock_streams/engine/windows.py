@@ -1,0 +1,184 @@
+"""Event-time tumbling windows per site, exactly as CONTRACT.md §3 defines them.
+
+Plain timestamp arithmetic over numpy arrays: no Kafka, no Faust, no clock of its own
+(the caller passes ``now``). One :class:`SiteWindows` holds one site's watermark, the
+edge of its closed windows per window length, and the accepted readings of its still-open
+windows. The same engine serves every kind of reading: the caller names the window
+lengths and the columns to keep.
+
+Rules (CONTRACT.md §3), with W the site's watermark and L the allowed lateness:
+
+- window ``[start, end)`` with ``start`` a multiple of its length (epoch-aligned, UTC);
+- W is the largest ``ts`` among the site's accepted readings;
+- a window closes once ``W >= end + L``, or when the site has been idle (then every
+  window holding a reading closes);
+- a reading more than the clock skew ahead of ``now`` is ``future``; a reading whose
+  window of any length is already closed is ``late``; neither moves W;
+- closed windows are handed out once, from the first reading's window on, empty ones
+  included, never past the window of the last reading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["Closed", "EngineConfig", "IngestResult", "SiteWindows"]
+
+F64 = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Window lengths (seconds, ascending) and the event-time tolerances, in seconds."""
+
+    sizes: tuple[int, ...]
+    allowed_lateness_s: float = 30.0
+    max_clock_skew_s: float = 300.0
+
+
+@dataclass
+class Closed:
+    """Windows of one length closed by one step: ``starts`` and the readings inside them."""
+
+    size: int
+    starts: F64
+    ts: F64
+    cols: dict[str, NDArray[Any]]
+
+    @property
+    def ends(self) -> F64:
+        """Window ends, the aggregates' timestamps (UTC epoch seconds)."""
+        return self.starts + self.size
+
+    def index(self) -> NDArray[np.int64]:
+        """Window position (0-based within ``starts``) of every reading."""
+        if self.starts.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        return np.floor((self.ts - self.starts[0]) / self.size).astype(np.int64)
+
+
+@dataclass
+class IngestResult:
+    """What one batch did to a site: per-row verdicts and the windows it closed."""
+
+    future: NDArray[np.bool_]
+    late: NDArray[np.bool_]
+    closed: list[Closed]
+
+    @property
+    def accepted(self) -> NDArray[np.bool_]:
+        """Rows that now count in windows."""
+        return ~(self.future | self.late)
+
+
+def _floor_to(t: F64 | float, size: int) -> Any:
+    return np.floor(np.asarray(t, dtype=np.float64) / size) * size
+
+
+@dataclass
+class SiteWindows:
+    """One site's window state; serialisable with :meth:`to_state` / :meth:`from_state`."""
+
+    watermark: float = -np.inf
+    closed_until: dict[int, float] = field(default_factory=dict)
+    next_emit: dict[int, float] = field(default_factory=dict)
+    buf_ts: F64 = field(default_factory=lambda: np.zeros(0))
+    buf_cols: dict[str, NDArray[Any]] = field(default_factory=dict)
+
+    def has_open(self) -> bool:
+        """True while some reading sits in a window that has not closed yet."""
+        return bool(self.buf_ts.size) or any(
+            self.next_emit.get(s, np.inf) < self.closed_until.get(s, -np.inf)
+            for s in self.next_emit)
+
+    def ingest(self, cfg: EngineConfig, ts: F64, cols: dict[str, NDArray[Any]],
+               now: float) -> IngestResult:
+        """Apply a batch of one site's readings in arrival order; return verdicts and closures.
+
+        >>> w = SiteWindows()
+        >>> cfg = EngineConfig(sizes=(60,), allowed_lateness_s=30)
+        >>> r = w.ingest(cfg, np.array([10.0, 95.0, 20.0]), {}, now=100.0)
+        >>> r.late.tolist(), r.closed[0].starts.tolist(), r.closed[0].ts.tolist()
+        ([False, False, False], [0.0], [10.0, 20.0])
+        """
+        lat = cfg.allowed_lateness_s
+        future = ts > now + cfg.max_clock_skew_s
+        late = np.zeros(ts.shape, dtype=np.bool_)
+        valid = ~future
+        if valid.any():
+            tv = ts[valid]
+            prefix = np.maximum.accumulate(tv)
+            w_before = np.maximum(np.concatenate(([self.watermark], prefix[:-1])),
+                                  self.watermark)
+            late_v = np.zeros(tv.shape, dtype=np.bool_)
+            for s in cfg.sizes:
+                edge = np.maximum(_floor_to(w_before - lat, s),
+                                  self.closed_until.get(s, -np.inf))
+                late_v |= _floor_to(tv, s) + s <= edge
+            late[valid] = late_v
+        accepted = valid & ~late
+        if accepted.any():
+            self._accept(cfg, ts[accepted], {k: v[accepted] for k, v in cols.items()})
+        edges = {s: _floor_to(self.watermark - lat, s) for s in cfg.sizes}
+        return IngestResult(future, late, self._close(cfg, edges))
+
+    def flush(self, cfg: EngineConfig) -> list[Closed]:
+        """Close every window that holds a reading (the site went idle)."""
+        if not np.isfinite(self.watermark):
+            return []
+        return self._close(cfg, {s: _floor_to(self.watermark, s) + s for s in cfg.sizes})
+
+    def _accept(self, cfg: EngineConfig, ts: F64, cols: dict[str, NDArray[Any]]) -> None:
+        self.watermark = max(self.watermark, float(ts.max()))
+        for s in cfg.sizes:
+            first = float(_floor_to(ts.min(), s))
+            self.next_emit[s] = min(self.next_emit.get(s, first), first)
+        self.buf_ts = np.concatenate((self.buf_ts, ts))
+        for k, v in cols.items():
+            old = self.buf_cols.get(k)
+            self.buf_cols[k] = v.copy() if old is None else np.concatenate((old, v))
+
+    def _close(self, cfg: EngineConfig, edges: dict[int, Any]) -> list[Closed]:
+        out = []
+        for s in cfg.sizes:
+            edge = max(float(edges[s]), self.closed_until.get(s, -np.inf))
+            self.closed_until[s] = edge
+            first = self.next_emit.get(s)
+            if first is None or first >= edge:
+                continue
+            starts = np.arange(first, edge, s, dtype=np.float64)
+            inside = (self.buf_ts >= first) & (self.buf_ts < edge)
+            out.append(Closed(s, starts, self.buf_ts[inside],
+                              {k: v[inside] for k, v in self.buf_cols.items()}))
+            self.next_emit[s] = edge
+        keep_from = min(self.closed_until.values(), default=-np.inf)
+        keep = self.buf_ts >= keep_from
+        if not keep.all():
+            self.buf_ts = self.buf_ts[keep]
+            self.buf_cols = {k: v[keep] for k, v in self.buf_cols.items()}
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        """A plain dict of scalars and arrays (see :mod:`thurrock_streams.engine.codec`)."""
+        return {
+            "watermark": self.watermark,
+            "closed_until": {str(k): v for k, v in self.closed_until.items()},
+            "next_emit": {str(k): v for k, v in self.next_emit.items()},
+            "buf_ts": self.buf_ts,
+            "buf_cols": dict(self.buf_cols),
+        }
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> SiteWindows:
+        """Rebuild from :meth:`to_state` output."""
+        return cls(
+            watermark=float(d["watermark"]),
+            closed_until={int(k): float(v) for k, v in d["closed_until"].items()},
+            next_emit={int(k): float(v) for k, v in d["next_emit"].items()},
+            buf_ts=np.asarray(d["buf_ts"], dtype=np.float64),
+            buf_cols={k: np.asarray(v) for k, v in d["buf_cols"].items()},
+        )

@@ -1,0 +1,312 @@
+"""Decode and validate readings (CONTRACT.md §2) a whole batch of messages at a time.
+
+A message value is one reading object or a frame of one site's readings in columns.
+Every message is parsed once; the rows of all messages in a batch are then gathered into
+columns and checked with vectorised numpy masks, so a frame costs little more than its
+bytes. Rows that break a rule come back as :class:`Rejected` with the dead-letter reason:
+
+- ``decode``: the bytes are not UTF-8 JSON (or the message is empty);
+- ``schema``: not an object, a missing or mistyped field, a bad site_id, unequal frame
+  columns, a class outside the closed set, an air sample with no pollutant;
+- ``range``: a number outside its range, NaN or infinity.
+
+Event-time rules (``future``, ``late``) are applied afterwards by the window engine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+__all__ = [
+    "AIR_FIELDS",
+    "POLLUTANT_FIELDS",
+    "TRAFFIC_CLASSES",
+    "Batch",
+    "Kind",
+    "RawMessage",
+    "Rejected",
+    "decode_batch",
+]
+
+Kind = Literal["traffic", "air"]
+
+#: Vehicle classes (CONTRACT.md §2), in code order: the int8 code is the list index.
+TRAFFIC_CLASSES: tuple[str, ...] = ("car", "lgv", "hgv", "bus", "motorcycle", "other")
+_CLASS_CODE = {name: i for i, name in enumerate(TRAFFIC_CLASSES)}
+
+#: Pollutant fields of an air sample and their pollutant tag (CONTRACT.md §2, §5).
+POLLUTANT_FIELDS: dict[str, str] = {
+    "no2_ugm3": "no2", "o3_ugm3": "o3", "so2_ugm3": "so2",
+    "pm25_ugm3": "pm25", "pm10_ugm3": "pm10", "co_mgm3": "co",
+}
+MAX_SITE_ID_LEN = 64
+
+
+@dataclass(frozen=True)
+class _Num:
+    """A numeric field: inclusive bounds unless ``lo_open``; ``integer`` for int fields."""
+
+    name: str
+    lo: float
+    hi: float
+    required: bool = False
+    lo_open: bool = False
+    integer: bool = False
+    unit: str = ""
+
+
+TRAFFIC_FIELDS: tuple[_Num, ...] = (
+    _Num("lane", 1, 8, required=True, integer=True),
+    _Num("speed_kph", 0, 250, required=True, unit="km/h"),
+    _Num("length_m", 0, 30, lo_open=True, unit="m"),
+)
+AIR_FIELDS: tuple[_Num, ...] = (
+    *(_Num(f, 0, 5000, unit="µg/m³") for f in POLLUTANT_FIELDS if f != "co_mgm3"),
+    _Num("co_mgm3", 0, 200, unit="mg/m³"),
+    _Num("temperature_c", -50, 60, unit="°C"),
+    _Num("humidity_pct", 0, 100, unit="%"),
+)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One consumed Kafka record as the processor saw it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    forwarded: bool = False
+    """True when re-keyed by the processor: topic/partition/offset are then the original's."""
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A reading (or a whole message when ``row`` is None) that goes to the dead letters."""
+
+    msg: int
+    row: int | None
+    reason: str
+    detail: str
+    site: str | None = None
+    """The message's site_id when it has a valid one."""
+
+
+@dataclass
+class Batch:
+    """The accepted rows of a batch of messages, in columns, in arrival order.
+
+    ``site`` holds each row's site_id; ``msg`` the index of its message in the batch;
+    ``row`` its frame row index (-1 for a single reading); ``ts`` UTC epoch seconds.
+    Missing optional numbers are NaN; a missing traffic class is -1.
+    """
+
+    site: NDArray[np.object_]
+    msg: NDArray[np.int64]
+    row: NDArray[np.int64]
+    ts: NDArray[np.float64]
+    cols: dict[str, NDArray[Any]]
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    def take(self, index: NDArray[Any]) -> Batch:
+        """Return the rows at ``index`` (an index array or boolean mask), no rejections."""
+        return Batch(self.site[index], self.msg[index], self.row[index], self.ts[index],
+                     {k: v[index] for k, v in self.cols.items()})
+
+
+def _loads(value: bytes) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        # Python's parser also reads NaN/Infinity literals, so such a row can be
+        # dead-lettered alone (reason ``range``) instead of its whole frame.
+        return json.loads(value.decode("utf-8"))
+
+
+def _site_error(site: Any) -> str | None:
+    if not isinstance(site, str) or not site:
+        return "site_id must be a non-empty string"
+    if len(site) > MAX_SITE_ID_LEN:
+        return f"site_id longer than {MAX_SITE_ID_LEN} characters"
+    if not site.isprintable():
+        return "site_id holds control or non-printable characters"
+    return None
+
+
+def _parse_ts(v: Any) -> float | None:
+    """Return epoch seconds for a number or an ISO-8601 string with an offset, else None."""
+    t = type(v)
+    if t is float or t is int:
+        return float(v)
+    if t is str:
+        try:
+            dt = datetime.fromisoformat(v)
+        except ValueError:
+            return None
+        return dt.timestamp() if dt.tzinfo is not None else None
+    return None
+
+
+class _Gather:
+    """Collects the rows of many messages into per-field Python lists."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = names
+        self.site: list[str] = []
+        self.msg: list[int] = []
+        self.row: list[int] = []
+        self.cols: dict[str, list[Any]] = {n: [] for n in names}
+        self.rejected: list[Rejected] = []
+
+    def add_reading(self, i: int, obj: dict[str, Any], site: str) -> None:
+        self.site.append(site)
+        self.msg.append(i)
+        self.row.append(-1)
+        for name, col in self.cols.items():
+            col.append(obj.get(name))
+
+    def add_frame(self, i: int, site: str, columns: Any) -> None:
+        if not isinstance(columns, dict) or "ts" not in columns:
+            self.rejected.append(Rejected(i, None, "schema", "frame 'columns' must be an "
+                                          "object of equal-length arrays including 'ts'", site))
+            return
+        lengths = {k: len(v) if isinstance(v, list) else -1 for k, v in columns.items()}
+        n = lengths["ts"]
+        if n < 0 or any(length != n for length in lengths.values()):
+            self.rejected.append(Rejected(
+                i, None, "schema", f"frame columns must be arrays of one length: {lengths}", site))
+            return
+        self.site.extend([site] * n)
+        self.msg.extend([i] * n)
+        self.row.extend(range(n))
+        for name, col in self.cols.items():
+            values = columns.get(name)
+            col.extend(values if values is not None else [None] * n)
+
+
+def _gather(kind: Kind, messages: Sequence[RawMessage]) -> _Gather:
+    names = ["ts", *(f.name for f in (TRAFFIC_FIELDS if kind == "traffic" else AIR_FIELDS))]
+    if kind == "traffic":
+        names.append("class")
+    g = _Gather(names)
+    for i, m in enumerate(messages):
+        if not m.value:
+            g.rejected.append(Rejected(i, None, "decode", "empty message value"))
+            continue
+        try:
+            obj = _loads(m.value)
+        except (ValueError, UnicodeDecodeError) as exc:
+            g.rejected.append(Rejected(i, None, "decode", f"not UTF-8 JSON: {exc}"[:300]))
+            continue
+        if not isinstance(obj, dict):
+            g.rejected.append(Rejected(i, None, "schema", "a reading must be a JSON object"))
+            continue
+        site = obj.get("site_id")
+        problem = _site_error(site)
+        if problem is not None or not isinstance(site, str):
+            g.rejected.append(Rejected(i, None, "schema", problem or "bad site_id"))
+        elif "columns" in obj:
+            g.add_frame(i, site, obj["columns"])
+        else:
+            g.add_reading(i, obj, site)
+    return g
+
+
+def _numeric(values: list[Any]) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
+    """Return (values as float64 with NaN where absent, present mask, mistyped mask)."""
+    kinds = np.fromiter(
+        (0 if v is None else 1 if (type(v) is float or type(v) is int) else 2 for v in values),
+        dtype=np.int8, count=len(values))
+    arr = np.array([v if type(v) is float or type(v) is int else np.nan for v in values],
+                   dtype=np.float64)
+    return arr, kinds == 1, kinds == 2
+
+
+def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[str, NDArray[Any]]]:
+    """Vectorised row checks: (reason code per row, reason names, cleaned columns)."""
+    n = len(g.msg)
+    reason = np.zeros(n, dtype=np.int8)  # 0 ok, 1 schema, 2 range
+    detail: list[str] = [""] * n
+    cols: dict[str, NDArray[Any]] = {}
+
+    def flag(mask: NDArray[np.bool_], code: int, text: str) -> None:
+        new = mask & (reason == 0)
+        for j in np.flatnonzero(new):
+            detail[j] = text
+        reason[new] = code
+
+    ts = np.array([_parse_ts(v) if v is not None else np.nan for v in g.cols["ts"]],
+                  dtype=np.float64)
+    missing_ts = np.fromiter((v is None for v in g.cols["ts"]), dtype=np.bool_, count=n)
+    flag(missing_ts, 1, "ts is missing")
+    flag(np.isnan(ts) & ~missing_ts, 1,
+         "ts must be epoch seconds or an ISO-8601 string with an offset")
+    flag(~np.isfinite(ts) & ~np.isnan(ts), 2, "ts is not finite")
+    cols["ts"] = ts
+    fields = TRAFFIC_FIELDS if kind == "traffic" else AIR_FIELDS
+    for f in fields:
+        arr, present, mistyped = _numeric(g.cols[f.name])
+        flag(mistyped, 1, f"{f.name} must be a number")
+        if f.integer:
+            flag(present & (arr != np.floor(arr)), 1, f"{f.name} must be a whole number")
+        if f.required:
+            flag(~present & ~mistyped, 1, f"{f.name} is missing")
+        with np.errstate(invalid="ignore"):
+            low_bad = arr <= f.lo if f.lo_open else arr < f.lo
+            out = present & (low_bad | (arr > f.hi) | ~np.isfinite(arr))
+        bound = f"({f.lo:g}, {f.hi:g}]" if f.lo_open else f"[{f.lo:g}, {f.hi:g}]"
+        flag(out, 2, f"{f.name} outside {bound} {f.unit}".rstrip())
+        cols[f.name] = arr
+    if kind == "traffic":
+        raw = g.cols["class"]
+        code = np.array([_CLASS_CODE.get(v, -2) if type(v) is str else (-1 if v is None else -2)
+                         for v in raw], dtype=np.int8)
+        flag(code == -2, 1, f"class must be one of {', '.join(TRAFFIC_CLASSES)}")
+        cols["class"] = code
+        cols["lane"] = np.nan_to_num(cols["lane"]).astype(np.int8)
+    else:
+        any_pollutant = np.zeros(n, dtype=np.bool_)
+        for name in POLLUTANT_FIELDS:
+            any_pollutant |= ~np.isnan(cols[name])
+        flag(~any_pollutant, 1, "an air sample needs at least one pollutant")
+    g_detail = detail
+    g.rejected.extend(
+        Rejected(g.msg[j], g.row[j] if g.row[j] >= 0 else None,
+                 "schema" if reason[j] == 1 else "range", g_detail[j], g.site[j])
+        for j in np.flatnonzero(reason)
+    )
+    return reason, g_detail, cols
+
+
+def decode_batch(kind: Kind, messages: Sequence[RawMessage]) -> Batch:
+    """Decode and validate a batch of messages of one kind; return accepted rows and rejects.
+
+    >>> m = RawMessage("traffic.readings", 0, 7, b"A13", b'{"site_id": "A13", "ts": 60,'
+    ...                b' "lane": 1, "speed_kph": 300}')
+    >>> b = decode_batch("traffic", [m])
+    >>> len(b), b.rejected[0].reason
+    (0, 'range')
+    """
+    g = _gather(kind, messages)
+    reason, _, cols = _check(kind, g)
+    ok = reason == 0
+    site = np.empty(len(g.site), dtype=object)
+    site[:] = g.site
+    batch = Batch(
+        site=site, msg=np.asarray(g.msg, dtype=np.int64), row=np.asarray(g.row, dtype=np.int64),
+        ts=cols.pop("ts"), cols=cols,
+    ).take(ok)
+    batch.rejected = g.rejected
+    return batch

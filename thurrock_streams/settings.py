@@ -1,0 +1,132 @@
+"""Settings: one typed object, built once from the environment (CONTRACT.md §7)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+from .errors import SettingsError
+
+__all__ = ["Secret", "Settings"]
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+
+
+class Secret:
+    """A string that never shows itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        """Return the secret value; call only where it is handed to a client."""
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+    if not value >= minimum:  # also rejects NaN
+        raise SettingsError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the processor; times in seconds, names as in CONTRACT.md §7."""
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = ""
+    influx_url: str = "http://127.0.0.1:8428"
+    influx_token: Secret = field(default_factory=lambda: Secret(""))
+    influx_org: str = "thurrock"
+    influx_bucket: str = "thurrock"
+    allowed_lateness_s: float = 30.0
+    idle_flush_s: float = 60.0
+    max_clock_skew_s: float = 300.0
+    # Kafka security for real clusters (SASL/SSL).
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: Secret = field(default_factory=lambda: Secret(""))
+    kafka_ssl_cafile: str = ""
+    # Operational knobs beyond the contract (documented in docs/operations.md).
+    app_id: str = "thurrock-streams"
+    topic_partitions: int = 4
+    rebalance_timeout_s: float = 3.0
+    sink_batch_size: int = 5000
+    sink_max_backoff_s: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables; raise SettingsError on a bad value."""
+        e = os.environ if env is None else env
+        protocol = e.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper() or "PLAINTEXT"
+        if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+            raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of "
+                                "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+        return cls(
+            kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or cls.kafka_bootstrap_servers,
+            topic_prefix=e.get("TOPIC_PREFIX", ""),
+            influx_url=(e.get("INFLUX_URL") or cls.influx_url).rstrip("/"),
+            influx_token=Secret(e.get("INFLUX_TOKEN", "")),
+            influx_org=e.get("INFLUX_ORG") or cls.influx_org,
+            influx_bucket=e.get("INFLUX_BUCKET") or cls.influx_bucket,
+            allowed_lateness_s=_env_float(e, "ALLOWED_LATENESS_S", 30.0, 0.0),
+            idle_flush_s=_env_float(e, "IDLE_FLUSH_S", 60.0, 0.0),
+            max_clock_skew_s=_env_float(e, "MAX_CLOCK_SKEW_S", 300.0, 0.0),
+            kafka_security_protocol=protocol,  # type: ignore[arg-type]
+            kafka_sasl_mechanism=e.get("KAFKA_SASL_MECHANISM") or "PLAIN",
+            kafka_sasl_username=e.get("KAFKA_SASL_USERNAME", ""),
+            kafka_sasl_password=Secret(e.get("KAFKA_SASL_PASSWORD", "")),
+            kafka_ssl_cafile=e.get("KAFKA_SSL_CAFILE", ""),
+            app_id=e.get("THURROCK_APP_ID") or cls.app_id,
+            topic_partitions=_env_int(e, "THURROCK_TOPIC_PARTITIONS", 4, 1),
+            rebalance_timeout_s=_env_float(e, "THURROCK_REBALANCE_TIMEOUT_S", 3.0, 0.5),
+            sink_batch_size=_env_int(e, "THURROCK_SINK_BATCH_SIZE", 5000, 1),
+            sink_max_backoff_s=_env_float(e, "THURROCK_SINK_MAX_BACKOFF_S", 30.0, 0.1),
+        )
+
+    def topic(self, name: str) -> str:
+        """Return the full topic name for a contract topic name, prefix included."""
+        return f"{self.topic_prefix}{name}"
+
+    def describe(self) -> dict[str, str]:
+        """Return the settings as strings for logs; secrets stay masked."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}

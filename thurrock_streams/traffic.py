@@ -1,0 +1,57 @@
+"""The traffic pipeline: 1-minute and 15-minute windows per detector site (CONTRACT.md §4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .engine.windows import Closed, EngineConfig
+from .kernels.traffic import traffic_windows
+from .readings import Kind
+from .registry import Registry, load_registry
+
+__all__ = ["TRAFFIC_FIELDS", "WINDOW_TAGS", "TrafficPipeline"]
+
+#: Window lengths in seconds and their InfluxDB ``window`` tag.
+WINDOW_TAGS: dict[int, str] = {60: "1m", 900: "15m"}
+
+#: Float fields of a traffic aggregate, in output order (``count`` is the integer one).
+TRAFFIC_FIELDS = (
+    "flow_vph", "mean_speed_kph", "space_mean_speed_kph", "p85_speed_kph", "hgv_pct",
+    "density_vpkm", "congestion_index",
+)
+
+
+@dataclass
+class TrafficPipeline:
+    """Vehicle detections in, traffic aggregates out."""
+
+    config: EngineConfig
+    registry: Registry = field(default_factory=load_registry)
+    kind: Kind = "traffic"
+
+    @classmethod
+    def create(cls, allowed_lateness_s: float, max_clock_skew_s: float) -> TrafficPipeline:
+        """A pipeline with the contract's window lengths."""
+        return cls(EngineConfig(tuple(WINDOW_TAGS), allowed_lateness_s, max_clock_skew_s))
+
+    def aggregates(self, site: str, closed: list[Closed],
+                   carry: dict[str, Any]) -> list[dict[str, Any]]:
+        """One record per closed window: the §4 fields, undefined ones left out."""
+        out: list[dict[str, Any]] = []
+        free_flow = self.registry.free_flow_kph(site)
+        for c in closed:
+            m = traffic_windows(c.index(), c.cols["speed_kph"], c.cols["class"], c.starts.size,
+                                c.size, free_flow)
+            columns = {name: getattr(m, name).tolist() for name in TRAFFIC_FIELDS}
+            counts = m.count.tolist()
+            for i, (start, end) in enumerate(zip(c.starts.tolist(), c.ends.tolist(),
+                                                  strict=True)):
+                rec: dict[str, Any] = {"site_id": site, "window": WINDOW_TAGS[c.size],
+                                       "start": start, "ts": end, "count": counts[i]}
+                for name in TRAFFIC_FIELDS:
+                    v = columns[name][i]
+                    if v == v:  # NaN: undefined for this window, so absent
+                        rec[name] = v
+                out.append(rec)
+        return out

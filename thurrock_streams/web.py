@@ -1,0 +1,73 @@
+"""The worker's HTTP pages: counters (JSON) and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import faust
+
+    from .app import Runtime
+
+__all__ = ["register_pages", "snapshot"]
+
+
+def snapshot(rt: Runtime) -> dict[str, Any]:
+    """Counters of every pipeline and the sink's state."""
+    s = rt.sink.writer.stats
+    lat = np.asarray(rt.sink.latency_ms, dtype=np.float64)
+    pipelines = {}
+    for agent in (rt.traffic,):
+        c = agent.processor.counters
+        pipelines[agent.kind] = {
+            "readings_in": c.readings_in, "accepted": c.accepted,
+            "deadlettered": dict(c.deadlettered), "rekeyed_messages": c.rekeyed_messages,
+            "replayed_skipped": c.replayed_skipped, "windows_closed": c.windows_closed,
+            "sites": len(agent.cache),
+        }
+    return {
+        "pipelines": pipelines,
+        "sink": {
+            "written_points": s.written_points, "pending_points": s.pending_points,
+            "retries": s.retries, "rejected_points": s.rejected_points,
+            "last_error": s.last_error, "last_error_at": s.last_error_at,
+            "outage_s": (time.time() - s.outage_since) if s.outage_since else 0.0,
+            "close_to_store_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
+            "close_to_store_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
+        },
+    }
+
+
+def prometheus(snap: dict[str, Any]) -> str:
+    """The snapshot in Prometheus text exposition format."""
+    lines = []
+    for kind, c in snap["pipelines"].items():
+        for name in ("readings_in", "accepted", "rekeyed_messages", "replayed_skipped",
+                     "windows_closed"):
+            lines.append(f'thurrock_{name}_total{{pipeline="{kind}"}} {c[name]}')
+        for reason, n in sorted(c["deadlettered"].items()):
+            lines.append(f'thurrock_deadlettered_total{{pipeline="{kind}",reason="{reason}"}} {n}')
+    sink = snap["sink"]
+    lines += [
+        f"thurrock_sink_written_points_total {sink['written_points']}",
+        f"thurrock_sink_pending_points {sink['pending_points']}",
+        f"thurrock_sink_retries_total {sink['retries']}",
+        f"thurrock_sink_rejected_points_total {sink['rejected_points']}",
+        f"thurrock_sink_outage_seconds {sink['outage_s']:.3f}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def register_pages(app: faust.App, rt: Runtime) -> None:
+    """Serve ``/counters`` (JSON) and ``/metrics`` (Prometheus) on the worker's web port."""
+
+    @app.page("/counters")
+    async def counters(web: Any, request: Any) -> Any:
+        return web.json(snapshot(rt))
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.text(prometheus(snapshot(rt)), content_type="text/plain; version=0.0.4")
