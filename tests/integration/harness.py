@@ -36,6 +36,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
         time.sleep(every)
 
 
+def poll(fn: Callable[[], Any], until: Callable[[Any], bool], timeout: float, what: str,
+         every: float = 0.3) -> Any:
+    """Call ``fn`` until ``until(value)`` holds; return that value, or fail after ``timeout``."""
+    box: list[Any] = []
+
+    def check() -> bool:
+        box[:] = [fn()]
+        return until(box[0])
+
+    wait_for(check, timeout, what, every)
+    return box[0]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -96,7 +96,7 @@ class ReadingsAgent:
                                         internal=True, **raw)
         self.table: Any = app.tables.add(SiteTable(
             app, name=f"{self.kind}-sites", partitions=n,
-            schema=faust.Schema(key_type=bytes, value_type=bytes, **raw),
+            key_type=bytes, value_type=bytes,  # bytes -> Faust's "raw" codec, both ways
             help=f"{self.kind} site states (windows, watermark, applied offsets)"))
         self.cache: dict[str, tuple[bytes, SiteState]] = {}
         self.last_seen: dict[str, float] = {}
