@@ -11,8 +11,15 @@ import faust
 
 from .agents.readings import ReadingsAgent
 from .agents.sink import SinkAgent
+from .air import AirPipeline
 from .settings import Settings
-from .topics import DEADLETTER, TRAFFIC_AGGREGATES, TRAFFIC_READINGS
+from .topics import (
+    AIR_AGGREGATES,
+    AIR_READINGS,
+    DEADLETTER,
+    TRAFFIC_AGGREGATES,
+    TRAFFIC_READINGS,
+)
 from .traffic import TrafficPipeline
 from .web import register_pages
 
@@ -39,6 +46,9 @@ class Runtime:
         self.traffic = ReadingsAgent(app, settings, TrafficPipeline.create(
             settings.allowed_lateness_s, settings.max_clock_skew_s), TRAFFIC_READINGS,
             TRAFFIC_AGGREGATES, DEADLETTER)
+        self.air = ReadingsAgent(app, settings, AirPipeline.create(
+            settings.allowed_lateness_s, settings.max_clock_skew_s), AIR_READINGS,
+            AIR_AGGREGATES, DEADLETTER)
         self.sink = SinkAgent(app, settings)
 
 

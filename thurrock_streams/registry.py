@@ -111,6 +111,8 @@ def parse_registry(doc: dict[str, Any]) -> Registry:
     air: dict[str, AirMonitor] = {}
     for i, entry in enumerate(doc.get("sites", [])):
         try:
+            if entry.get("site_id") in traffic or entry.get("site_id") in air:
+                raise RegistryError("duplicate site_id")
             if entry["kind"] == "traffic":
                 site = _traffic(entry)
                 traffic[site.site_id] = site

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
 from .engine.windows import Closed, EngineConfig
 from .kernels.traffic import traffic_windows
 from .readings import Kind
@@ -34,6 +37,10 @@ class TrafficPipeline:
     def create(cls, allowed_lateness_s: float, max_clock_skew_s: float) -> TrafficPipeline:
         """A pipeline with the contract's window lengths."""
         return cls(EngineConfig(tuple(WINDOW_TAGS), allowed_lateness_s, max_clock_skew_s))
+
+    def on_accept(self, carry: dict[str, Any], ts: NDArray[np.float64],
+                  cols: dict[str, NDArray[Any]]) -> None:
+        """Traffic keeps no state beyond the windows."""
 
     def aggregates(self, site: str, closed: list[Closed],
                    carry: dict[str, Any]) -> list[dict[str, Any]]:

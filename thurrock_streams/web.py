@@ -20,7 +20,7 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
     s = rt.sink.writer.stats
     lat = np.asarray(rt.sink.latency_ms, dtype=np.float64)
     pipelines = {}
-    for agent in (rt.traffic,):
+    for agent in (rt.traffic, rt.air):
         c = agent.processor.counters
         pipelines[agent.kind] = {
             "readings_in": c.readings_in, "accepted": c.accepted,

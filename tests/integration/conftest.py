@@ -41,9 +41,9 @@ def make_worker(stack: StackConfig, prefix: str, tmp_path: Path) -> Iterator[obj
     workers: list[Worker] = []
 
     def start(**env: str) -> Worker:
-        w = Worker(stack, prefix, extra_env=dict(env)).start(tmp_path)
-        workers.append(w)
-        return w
+        w = Worker(stack, prefix, extra_env=dict(env))
+        workers.append(w)  # before it starts: a worker that never got ready is stopped too
+        return w.start(tmp_path)
 
     yield start
     for w in workers:

@@ -14,11 +14,13 @@ not hold are applied again and reproduce the same outputs (rewriting identical p
 from __future__ import annotations
 
 import base64
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..readings import Batch, Kind, RawMessage, Rejected, decode_batch
 from .codec import decode_state, encode_state
@@ -33,6 +35,11 @@ class Pipeline(Protocol):
     kind: Kind
     config: EngineConfig
 
+    def on_accept(self, carry: dict[str, Any], ts: NDArray[np.float64],
+                  cols: dict[str, NDArray[Any]]) -> None:
+        """See the readings a site accepted in a step (before its windows are aggregated)."""
+        ...
+
     def aggregates(self, site: str, closed: list[Closed],
                    carry: dict[str, Any]) -> list[dict[str, Any]]:
         """Aggregate records (JSON-ready dicts) for the windows a step closed."""
@@ -46,6 +53,11 @@ class SiteState:
     windows: SiteWindows = field(default_factory=SiteWindows)
     applied: dict[str, int] = field(default_factory=dict)
     carry: dict[str, Any] = field(default_factory=dict)
+
+    def copy(self) -> SiteState:
+        """An independent copy (steps never change a state they were given)."""
+        return SiteState(SiteWindows.from_state(self.windows.to_state()), dict(self.applied),
+                         copy.deepcopy(self.carry))
 
     def encode(self) -> bytes:
         """Serialise for the changelog (see :mod:`.codec`)."""
@@ -142,8 +154,7 @@ class Processor:
     def flush(self, site: str, state: SiteState) -> StepOutput:
         """Close every open window of an idle site."""
         out = StepOutput()
-        new = SiteState(SiteWindows.from_state(state.windows.to_state()), dict(state.applied),
-                        dict(state.carry))
+        new = state.copy()
         closed = new.windows.flush(self.pipeline.config)
         self._emit(site, closed, new, out)
         out.changed[site] = new
@@ -173,9 +184,7 @@ class Processor:
                    messages: list[RawMessage], states: Mapping[str, SiteState], now: float,
                    out: StepOutput) -> None:
         old = out.changed.get(site) or states.get(site)
-        new = (SiteState() if old is None else
-               SiteState(SiteWindows.from_state(old.windows.to_state()), dict(old.applied),
-                         dict(old.carry)))
+        new = SiteState() if old is None else old.copy()
         fresh = self._fresh_messages(new, messages, rows, rejects)
         for rej in rejects:
             if fresh[rej.msg]:
@@ -193,7 +202,11 @@ class Processor:
                 detail = _time_detail(reason, float(rows.ts[j]), new.windows, now)
                 r = int(rows.row[j])
                 self._dead(out, m, reason, detail, r if r >= 0 else None)
-        self.counters.accepted += int(res.accepted.sum())
+        ok = res.accepted
+        self.counters.accepted += int(ok.sum())
+        if ok.any():
+            cols = {k: v[ok] for k, v in rows.cols.items()}
+            self.pipeline.on_accept(new.carry, rows.ts[ok], cols)
         self._emit(site, res.closed, new, out)
         out.changed[site] = new
 
