@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .settings import Settings
-from .topics import TRAFFIC_AGGREGATES
+from .topics import AIR_AGGREGATES, TRAFFIC_AGGREGATES
 
 __all__ = ["main"]
 
@@ -24,10 +24,8 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def render(latest: dict[str, dict[str, Any]], counters: dict[str, Any] | None) -> str:
-    """The screen: one row per traffic site (its newest 1-minute window), then counters."""
-    out = [f"Thurrock Streams — live congestion, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC",
-           "", f"{'site':<28} {'window end (UTC)':<17} {'veh':>4} {'flow veh/h':>10} "
+def _traffic_rows(latest: dict[str, dict[str, Any]]) -> list[str]:
+    out = [f"{'traffic site':<28} {'1-min window end':<17} {'veh':>4} {'flow veh/h':>10} "
            f"{'mean km/h':>9} {'V85 km/h':>8} {'HGV %':>6} {'congestion':>10}"]
     for site in sorted(latest):
         r = latest[site]
@@ -38,6 +36,34 @@ def render(latest: dict[str, dict[str, Any]], counters: dict[str, Any] | None) -
                    f" {_fmt(r.get('congestion_index'), '.2f'):>10}")
     if not latest:
         out.append("(waiting for the first windows to close: about a minute after readings start)")
+    return out
+
+
+def _air_rows(daqi: dict[str, dict[str, Any]],
+              means: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    out = [f"{'air monitor':<28} {'hour end (UTC)':<17} {'DAQI':>4} {'band':<9} {'set by':<6} "
+           f"{'NO2 1h':>7} {'PM2.5 24h':>9} {'PM10 24h':>8} {'O3 8h':>6}  (µg/m³)"]
+    sites = sorted({s for s, _ in means} | set(daqi))
+    for site in sites:
+        d = daqi.get(site, {})
+        end = (datetime.fromtimestamp(d["ts"], UTC).strftime("%m-%d %H:%M") if d else "-")
+
+        def m(key: tuple[str, str], site: str = site) -> str:
+            return _fmt(means.get((site, key[0] + "/" + key[1]), {}).get("mean"), ".1f")
+
+        out.append(f"{site[:28]:<28} {end:<17} {d.get('index', '-'):>4} {d.get('band', '-'):<9} "
+                   f"{d.get('pollutant', '-'):<6} {m(('no2', '1h')):>7} {m(('pm25', '24h')):>9} "
+                   f"{m(('pm10', '24h')):>8} {m(('o3', '8h')):>6}")
+    if not sites:
+        out.append("(waiting for the first air windows: 15 minutes of event time)")
+    return out
+
+
+def render(latest: dict[str, dict[str, Any]], daqi: dict[str, dict[str, Any]],
+           means: dict[tuple[str, str], dict[str, Any]], counters: dict[str, Any] | None) -> str:
+    """The screen: traffic per site (newest 1-minute window), air per monitor, counters."""
+    out = [f"Thurrock Streams — live, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC", ""]
+    out += [*_traffic_rows(latest), "", *_air_rows(daqi, means)]
     if counters:
         out.append("")
         for kind, c in counters.get("pipelines", {}).items():
@@ -61,10 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     from kafka import KafkaConsumer
 
     settings = Settings.from_env()
-    consumer = KafkaConsumer(settings.topic(TRAFFIC_AGGREGATES),
+    consumer = KafkaConsumer(settings.topic(TRAFFIC_AGGREGATES), settings.topic(AIR_AGGREGATES),
                              bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
                              auto_offset_reset="earliest", enable_auto_commit=False)
     latest: dict[str, dict[str, Any]] = {}
+    daqi: dict[str, dict[str, Any]] = {}
+    means: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         while True:
             end = time.monotonic() + args.interval
@@ -72,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
                 for recs in consumer.poll(timeout_ms=200).values():
                     for r in recs:
                         rec = json.loads(r.value)
+                        kind = rec.get("measurement")
                         if rec.get("window") == "1m":
                             latest[rec["site_id"]] = rec
+                        elif kind == "daqi":
+                            daqi[rec["site_id"]] = rec
+                        elif kind == "air_quality":
+                            means[(rec["site_id"], f"{rec['pollutant']}/{rec['period']}")] = rec
             counters = None
             try:
                 url = f"http://127.0.0.1:{args.web_port}/counters"
@@ -81,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                     counters = json.loads(resp.read())
             except OSError:
                 pass
-            sys.stdout.write("\x1b[2J\x1b[H" + render(latest, counters) + "\n")
+            sys.stdout.write("\x1b[2J\x1b[H" + render(latest, daqi, means, counters) + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         return 0
