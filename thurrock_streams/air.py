@@ -28,6 +28,7 @@ from numpy.typing import NDArray
 from .engine.windows import Closed, EngineConfig
 from .kernels.air import running_means, window_means
 from .kernels.daqi import DAQI_PERIOD, band_name, daqi_index
+from .qc import window_runs
 from .readings import POLLUTANT_FIELDS, Kind
 
 __all__ = ["PERIOD_TAGS", "RUNNING_HOURS", "AirPipeline"]
@@ -53,11 +54,18 @@ class AirPipeline:
     config: EngineConfig
     kind: Kind = "air"
     pollutants: tuple[str, ...] = field(default=tuple(POLLUTANT_FIELDS.values()))
+    #: Flat-line check (:mod:`.qc`): runs of this many identical values are reported.
+    stuck_samples: int | None = None
+    stuck_fields: tuple[str, ...] = ()
 
     @classmethod
-    def create(cls, allowed_lateness_s: float, max_clock_skew_s: float) -> AirPipeline:
+    def create(cls, allowed_lateness_s: float, max_clock_skew_s: float,
+               stuck_samples: int | None = None,
+               stuck_fields: tuple[str, ...] = ()) -> AirPipeline:
         """A pipeline with the contract's window lengths."""
-        return cls(EngineConfig(tuple(PERIOD_TAGS), allowed_lateness_s, max_clock_skew_s))
+        return cls(EngineConfig(tuple(PERIOD_TAGS), allowed_lateness_s, max_clock_skew_s),
+                   stuck_samples=stuck_samples,
+                   stuck_fields=tuple(f for f in stuck_fields if f in POLLUTANT_FIELDS))
 
     def on_accept(self, carry: dict[str, Any], ts: NDArray[np.float64],
                   cols: dict[str, NDArray[Any]]) -> None:
@@ -81,11 +89,27 @@ class AirPipeline:
         out: list[dict[str, Any]] = []
         for c in sorted(closed, key=lambda c: c.size):
             for p in self.pollutants:
-                out += self._pollutant(site, p, c, carry)
+                recs = self._pollutant(site, p, c, carry)
+                self._mark_stuck(p, c, recs, carry)
+                out += recs
             if c.size == 3600:
                 carry["hour_edge"] = max(carry.get("hour_edge", -np.inf), float(c.ends[-1]))
         out += self._daqi(site, carry)
         return out
+
+    def _mark_stuck(self, p: str, c: Closed, recs: list[dict[str, Any]],
+                    carry: dict[str, Any]) -> None:
+        """Mark 15-minute records whose window holds a flat-line run (:mod:`.qc`)."""
+        f = _FIELD_OF[p]
+        if self.stuck_samples is None or c.size != 900 or f not in self.stuck_fields:
+            return
+        peaks = window_runs(carry, f, c.ts, c.cols[f], c.starts, c.size)
+        by_end = dict(zip(c.ends.tolist(), peaks.tolist(), strict=True))
+        for rec in recs:
+            run = by_end.get(rec["ts"], 0)
+            if run >= self.stuck_samples and rec["period"] == "15m":
+                # QC marks for the alert agent: not a field, so the sink leaves it out
+                rec["qc"] = {"stuck": {f: run}}
 
     def _pollutant(self, site: str, p: str, c: Closed,
                    carry: dict[str, Any]) -> list[dict[str, Any]]:

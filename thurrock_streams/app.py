@@ -9,9 +9,12 @@ from typing import Any
 
 import faust
 
+from .agents.alerts import AlertAgent, NotifyAgent
 from .agents.readings import ReadingsAgent
 from .agents.sink import SinkAgent
 from .air import AirPipeline
+from .alerts.notify import Dispatcher, notifiers_from_settings
+from .alerts.rules import Rules, load_rules
 from .settings import Settings
 from .topics import (
     AIR_AGGREGATES,
@@ -41,15 +44,26 @@ def _credentials(s: Settings) -> Any:
 class Runtime:
     """The app's parts, reachable from the web pages and from tests."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: Settings, rules: Rules) -> None:
         self.settings = settings
+        self.rules = rules
+        stuck = (rules.stuck_samples, rules.stuck_fields)
         self.traffic = ReadingsAgent(app, settings, TrafficPipeline.create(
-            settings.allowed_lateness_s, settings.max_clock_skew_s), TRAFFIC_READINGS,
+            settings.allowed_lateness_s, settings.max_clock_skew_s, *stuck), TRAFFIC_READINGS,
             TRAFFIC_AGGREGATES, DEADLETTER)
         self.air = ReadingsAgent(app, settings, AirPipeline.create(
-            settings.allowed_lateness_s, settings.max_clock_skew_s), AIR_READINGS,
+            settings.allowed_lateness_s, settings.max_clock_skew_s, *stuck), AIR_READINGS,
             AIR_AGGREGATES, DEADLETTER)
         self.sink = SinkAgent(app, settings)
+        self.alerts = AlertAgent(app, settings, rules)
+        self.dispatcher = Dispatcher(notifiers_from_settings(settings),
+                                     max_backoff_s=settings.alert_notify_max_backoff_s)
+        self.notify = NotifyAgent(app, settings, self.dispatcher)
+        app.on_before_shutdown.connect(self._on_shutdown)
+
+    async def _on_shutdown(self, *args: Any, **kwargs: Any) -> None:
+        # Give queued notifications a moment; what stays undelivered stays unacked in Kafka.
+        await self.dispatcher.stop(5.0)
 
 
 def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
@@ -73,7 +87,7 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
         producer_acks=-1,
         web_port=6066,
     )
-    rt = Runtime(app, settings)
+    rt = Runtime(app, settings, load_rules(settings.alert_rules_file or None))
     register_pages(app, rt)
     return app, rt
 

@@ -95,6 +95,27 @@ def _kafka_python_security(s: Settings) -> dict[str, object]:
     return opts
 
 
+def _rules(args: list[str]) -> int:
+    """``thurrock-streams rules [FILE]``: validate an alert rules file and show it."""
+    import dataclasses
+    import json
+
+    from .alerts.rules import load_rules
+
+    if args[:1] in (["-h"], ["--help"]) or len(args) > 1:
+        print("usage: thurrock-streams rules [FILE]\n\nValidate an alert rules file (default: "
+              "ALERT_RULES_FILE, else the packaged defaults) and print the rules in force.")
+        return 0 if args[:1] in (["-h"], ["--help"]) else 2
+    path = args[0] if args else os.environ.get("ALERT_RULES_FILE") or None
+    try:
+        rules = load_rules(path)
+    except ThurrockError as exc:
+        print(f"thurrock-streams: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(dataclasses.asdict(rules), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int | None:
     """Entry point of the ``thurrock-streams`` console script."""
     args = sys.argv[1:] if argv is None else argv
@@ -104,8 +125,13 @@ def main(argv: list[str] | None = None) -> int | None:
         from .watch import main as watch
 
         return watch(args[1:])
+    if args[:1] == ["rules"]:
+        return _rules(args[1:])
     try:
         settings = Settings.from_env()
+        from .alerts.rules import load_rules
+
+        load_rules(settings.alert_rules_file or None)  # a bad rules file stops here, clearly
         if args[:1] == ["worker"]:
             existing = _existing_partitions(settings)
             if existing and existing != settings.topic_partitions:

@@ -67,6 +67,18 @@ def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> i
     return value
 
 
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    v = raw.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the processor; times in seconds, names as in CONTRACT.md §7."""
@@ -92,6 +104,19 @@ class Settings:
     rebalance_timeout_s: float = 3.0
     sink_batch_size: int = 5000
     sink_max_backoff_s: float = 30.0
+    # Alerts (CONTRACT.md §6; docs/alerts.md): the rules file and the notifiers.
+    alert_rules_file: str = ""
+    alert_log: bool = True
+    alert_webhook_url: str = ""
+    alert_webhook_secret: Secret = field(default_factory=lambda: Secret(""))
+    alert_smtp_host: str = ""
+    alert_smtp_port: int = 25
+    alert_smtp_from: str = "thurrock-streams@localhost"
+    alert_smtp_to: tuple[str, ...] = ()
+    alert_smtp_username: str = ""
+    alert_smtp_password: Secret = field(default_factory=lambda: Secret(""))
+    alert_smtp_starttls: bool = False
+    alert_notify_max_backoff_s: float = 300.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -121,6 +146,19 @@ class Settings:
             rebalance_timeout_s=_env_float(e, "THURROCK_REBALANCE_TIMEOUT_S", 3.0, 0.5),
             sink_batch_size=_env_int(e, "THURROCK_SINK_BATCH_SIZE", 5000, 1),
             sink_max_backoff_s=_env_float(e, "THURROCK_SINK_MAX_BACKOFF_S", 30.0, 0.1),
+            alert_rules_file=e.get("ALERT_RULES_FILE", ""),
+            alert_log=_env_bool(e, "ALERT_LOG", True),
+            alert_webhook_url=e.get("ALERT_WEBHOOK_URL", ""),
+            alert_webhook_secret=Secret(e.get("ALERT_WEBHOOK_SECRET", "")),
+            alert_smtp_host=e.get("ALERT_SMTP_HOST", ""),
+            alert_smtp_port=_env_int(e, "ALERT_SMTP_PORT", 25, 1),
+            alert_smtp_from=e.get("ALERT_SMTP_FROM") or cls.alert_smtp_from,
+            alert_smtp_to=tuple(a.strip() for a in e.get("ALERT_SMTP_TO", "").split(",")
+                                if a.strip()),
+            alert_smtp_username=e.get("ALERT_SMTP_USERNAME", ""),
+            alert_smtp_password=Secret(e.get("ALERT_SMTP_PASSWORD", "")),
+            alert_smtp_starttls=_env_bool(e, "ALERT_SMTP_STARTTLS", False),
+            alert_notify_max_backoff_s=_env_float(e, "ALERT_NOTIFY_MAX_BACKOFF_S", 300.0, 0.1),
         )
 
     def topic(self, name: str) -> str:

@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from .engine.windows import Closed, EngineConfig
 from .kernels.traffic import traffic_windows
+from .qc import window_runs
 from .readings import Kind
 from .registry import Registry, load_registry
 
@@ -32,15 +33,22 @@ class TrafficPipeline:
     config: EngineConfig
     registry: Registry = field(default_factory=load_registry)
     kind: Kind = "traffic"
+    #: Flat-line check (:mod:`.qc`): runs of this many identical values are reported.
+    stuck_samples: int | None = None
+    stuck_fields: tuple[str, ...] = ()
 
     @classmethod
-    def create(cls, allowed_lateness_s: float, max_clock_skew_s: float) -> TrafficPipeline:
+    def create(cls, allowed_lateness_s: float, max_clock_skew_s: float,
+               stuck_samples: int | None = None,
+               stuck_fields: tuple[str, ...] = ()) -> TrafficPipeline:
         """A pipeline with the contract's window lengths."""
-        return cls(EngineConfig(tuple(WINDOW_TAGS), allowed_lateness_s, max_clock_skew_s))
+        return cls(EngineConfig(tuple(WINDOW_TAGS), allowed_lateness_s, max_clock_skew_s),
+                   stuck_samples=stuck_samples,
+                   stuck_fields=tuple(f for f in stuck_fields if f == "speed_kph"))
 
     def on_accept(self, carry: dict[str, Any], ts: NDArray[np.float64],
                   cols: dict[str, NDArray[Any]]) -> None:
-        """Traffic keeps no state beyond the windows."""
+        """Traffic keeps no state beyond the windows and the flat-line runs."""
 
     def aggregates(self, site: str, closed: list[Closed],
                    carry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -52,6 +60,7 @@ class TrafficPipeline:
                                 c.size, free_flow)
             columns = {name: getattr(m, name).tolist() for name in TRAFFIC_FIELDS}
             counts = m.count.tolist()
+            runs = self._runs(c, carry)
             for i, (start, end) in enumerate(zip(c.starts.tolist(), c.ends.tolist(),
                                                   strict=True)):
                 rec: dict[str, Any] = {"site_id": site, "window": WINDOW_TAGS[c.size],
@@ -60,5 +69,17 @@ class TrafficPipeline:
                     v = columns[name][i]
                     if v == v:  # NaN: undefined for this window, so absent
                         rec[name] = v
+                if runs and any(r[i] >= self.stuck_samples for r in runs.values()):
+                    # QC marks for the alert agent: not a field, so the sink leaves it out
+                    rec["qc"] = {"stuck": {f: int(r[i]) for f, r in runs.items()
+                                           if r[i] >= self.stuck_samples}}
                 out.append(rec)
         return out
+
+    def _runs(self, c: Closed, carry: dict[str, Any]) -> dict[str, NDArray[np.int64]]:
+        """Flat-line runs per 1-minute window of the checked fields (vehicle counts are
+        never checked: an empty road at night is real)."""
+        if self.stuck_samples is None or c.size != 60:
+            return {}
+        return {f: window_runs(carry, f, c.ts, c.cols[f], c.starts, c.size)
+                for f in self.stuck_fields}

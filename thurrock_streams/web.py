@@ -30,6 +30,8 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
         }
     return {
         "pipelines": pipelines,
+        "alerts": {**rt.alerts.counters.as_dict(),
+                   "notifiers": rt.dispatcher.stats()},
         "sink": {
             "written_points": s.written_points, "pending_points": s.pending_points,
             "retries": s.retries, "rejected_points": s.rejected_points,
@@ -50,6 +52,14 @@ def prometheus(snap: dict[str, Any]) -> str:
             lines.append(f'thurrock_{name}_total{{pipeline="{kind}"}} {c[name]}')
         for reason, n in sorted(c["deadlettered"].items()):
             lines.append(f'thurrock_deadlettered_total{{pipeline="{kind}",reason="{reason}"}} {n}')
+    a = snap["alerts"]
+    lines.append(f"thurrock_alert_records_total {a['records']}")
+    for state, n in sorted(a["events"].items()):
+        lines.append(f'thurrock_alert_events_total{{state="{state}"}} {n}')
+    for name, st in sorted(a["notifiers"].items()):
+        for k in ("sent", "failed_attempts", "gave_up", "dropped", "queued"):
+            if k in st:
+                lines.append(f'thurrock_notifier_{k}{{notifier="{name}"}} {st[k]}')
     sink = snap["sink"]
     lines += [
         f"thurrock_sink_written_points_total {sink['written_points']}",

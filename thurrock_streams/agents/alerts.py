@@ -1,0 +1,233 @@
+"""The Faust wiring of alerting: the alert agent and the notifier agent (CONTRACT.md §6).
+
+The **alert agent** reads the aggregates topics, runs the :class:`AlertEngine` per site
+and writes events to the ``alerts`` topic. Its per-site state (open alerts, rule
+counters, and the offset of the last aggregate applied from each source partition) lives
+in a changelog-backed table keyed like the aggregates, so the worker that owns a site's
+aggregates owns its alert state. The order is the readings agents' order: events are
+sent and their delivery awaited, then the states are stored, then Faust may commit. A
+replayed aggregate that a stored state already applied is skipped, so a restart never
+raises an open alert again; one that it did not apply reproduces the same event
+(the same point in the store; at worst a repeated message on the topic).
+
+The **notifier agent** reads the ``alerts`` topic and hands each event to the
+:class:`~thurrock_streams.alerts.notify.Dispatcher`, which delivers it to every notifier
+in the background with retries. It acknowledges an event only when every notifier
+delivered it (or gave up on it for good), so Kafka keeps what is undelivered across a
+crash, and a notifier that is down delays nothing but itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.errors import KafkaError
+from faust.types import TP
+
+from ..alerts.engine import AlertEngine, SiteAlerts
+from ..alerts.notify import Dispatcher
+from ..alerts.rules import Rules
+from ..settings import Settings
+from ..topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
+from .readings import SiteTable, partition_for
+
+__all__ = ["AlertAgent", "AlertCounters", "NotifyAgent"]
+
+log = logging.getLogger(__name__)
+
+
+class AlertCounters:
+    """What the alert agent did since the process started."""
+
+    def __init__(self) -> None:
+        self.records: int = 0
+        self.unreadable: int = 0
+        self.replayed_skipped: int = 0
+        self.events: dict[str, int] = {}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready counters."""
+        return {"records": self.records, "unreadable": self.unreadable,
+                "replayed_skipped": self.replayed_skipped, "events": dict(self.events)}
+
+
+class AlertAgent:
+    """Aggregates in, alert events out; state in the ``alert-sites`` table."""
+
+    def __init__(self, app: faust.App, settings: Settings, rules: Rules) -> None:
+        self.app = app
+        self.settings = settings
+        self.engine = AlertEngine(rules)
+        self.counters = AlertCounters()
+        n = settings.topic_partitions
+        self.partitions = n
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.kind_of = {settings.topic(TRAFFIC_AGGREGATES): "traffic",
+                        settings.topic(AIR_AGGREGATES): "air"}
+        self.sources = app.topic(*self.kind_of, partitions=n, internal=True, **raw)
+        self.alerts_out = app.topic(settings.topic(ALERTS), partitions=n, internal=True, **raw)
+        self.table: Any = app.tables.add(SiteTable(
+            app, name="alert-sites", partitions=n, key_type=bytes, value_type=bytes,
+            help="alert state per site (open alerts, rule counters, applied offsets)"))
+        # Newest window end (UTC epoch s) per (kind, partition) and site, for
+        # sensor_silent; rebuilt from the table after each rebalance.
+        self.newest: dict[tuple[str, int], dict[str, float]] = {}
+        self._index_stale = True
+        self._lock: asyncio.Lock | None = None
+        app.agent(self.sources, name="alerts")(self._run)
+        app.on_partitions_assigned.connect(self._on_assigned)
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Serialises steps (created on the running loop)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
+        self._index_stale = True
+
+    async def _run(self, stream: Any) -> None:
+        async for events in stream.take_events(5000, within=0.2):
+            msgs = [(ev.message.topic, ev.message.partition, ev.message.offset,
+                     ev.message.value) for ev in events]
+            # As for the readings: finish the step before Faust acks the batch.
+            task = asyncio.ensure_future(self.step(msgs))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await task
+                raise
+
+    async def step(self, messages: list[tuple[str, int, int, bytes | None]]) -> None:
+        """Evaluate a batch of aggregate records, deliver the events, store the states."""
+        async with self.lock:
+            events, changed = self.process(messages)
+            await self._deliver(events)
+            for site, st in changed.items():
+                self.table[site.encode()] = orjson.dumps(st.to_json())
+
+    def _load(self, site: str) -> SiteAlerts:
+        raw = self.table.get(site.encode())
+        return SiteAlerts() if raw is None else SiteAlerts.from_json(orjson.loads(raw))
+
+    def _owned(self, site: str) -> bool:
+        actives = self.app.assignor.assigned_actives()
+        p = partition_for(site.encode(), self.partitions)
+        return any(TP(t, p) in actives for t in self.kind_of)
+
+    def _rebuild_index(self) -> None:
+        self.newest = {}
+        for key in list(self.table.keys()):
+            site = key.decode()
+            if not self._owned(site):
+                continue  # a standby copy of another worker's site
+            p = partition_for(key, self.partitions)
+            for kind, ts in self._load(site).seen.items():
+                self.newest.setdefault((kind, p), {})[site] = ts
+        self._index_stale = False
+
+    def process(self, messages: list[tuple[str, int, int, bytes | None]]
+                ) -> tuple[list[dict[str, Any]], dict[str, SiteAlerts]]:
+        """The events of a batch and the states it changed (not yet stored)."""
+        if self._index_stale:
+            self._rebuild_index()
+        events: list[dict[str, Any]] = []
+        changed: dict[str, SiteAlerts] = {}
+        groups: set[tuple[str, int]] = set()
+        for topic, partition, offset, value in messages:
+            kind = self.kind_of.get(topic, "air")
+            try:
+                rec = orjson.loads(value or b"")
+                site = str(rec["site_id"])
+                float(rec["ts"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                self.counters.unreadable += 1
+                log.error("alerts: unreadable aggregate at %s:%d@%d", topic, partition, offset)
+                continue
+            st = changed.get(site) or self._load(site)
+            src = f"{topic}:{partition}"
+            if offset <= st.applied.get(src, -1):
+                self.counters.replayed_skipped += 1
+                continue
+            st.applied[src] = offset
+            self.counters.records += 1
+            try:
+                events += self.engine.evaluate(site, st, kind, rec)
+            except (KeyError, TypeError, ValueError) as exc:
+                self.counters.unreadable += 1
+                log.error("alerts: cannot evaluate %s:%d@%d: %r", topic, partition, offset, exc)
+            changed[site] = st
+            if kind in st.seen:
+                group = (kind, partition_for(site.encode(), self.partitions))
+                self.newest.setdefault(group, {})[site] = st.seen[kind]
+                groups.add(group)
+        events += self._silent(groups, changed)
+        for ev in events:
+            self.counters.events[ev["state"]] = self.counters.events.get(ev["state"], 0) + 1
+        return events, changed
+
+    def _silent(self, groups: set[tuple[str, int]],
+                changed: dict[str, SiteAlerts]) -> list[dict[str, Any]]:
+        """Sites lagging the newest site of their kind in their partition: records of one
+        partition arrive in order, so uneven reading of partitions raises nothing."""
+        after = self.engine.rules.silent_after_s
+        events: list[dict[str, Any]] = []
+        if after is None:
+            return events
+        for kind, partition in sorted(groups):
+            seen = self.newest.get((kind, partition), {})
+            if len(seen) < 2:
+                continue  # "while others report": a lone site is never silent
+            newest = max(seen.values())
+            for site, ts in seen.items():
+                if newest - ts < after:
+                    continue
+                st = changed.get(site) or self._load(site)
+                if "sensor_silent" in st.open:
+                    continue
+                ev = self.engine.silent(site, st, kind, newest)
+                if ev:
+                    events += ev
+                    changed[site] = st
+        return events
+
+    async def _deliver(self, events: list[dict[str, Any]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                futs = [await self.alerts_out.send(key=ev["site_id"].encode(),
+                                                   value=orjson.dumps(ev)) for ev in events]
+                if futs:
+                    await asyncio.gather(*futs)
+                return
+            except KafkaError as exc:
+                log.warning("alerts: delivery to Kafka failed (%r); retrying in %.1f s",
+                            exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+
+class NotifyAgent:
+    """Hands every alert event to the notifiers; acks it once they all have it."""
+
+    def __init__(self, app: faust.App, settings: Settings, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+        self.source = app.topic(settings.topic(ALERTS), partitions=settings.topic_partitions,
+                                internal=True, **raw)
+        app.agent(self.source, name="alert-notify")(self._run)
+
+    async def _run(self, stream: Any) -> None:
+        async for event in stream.noack().events():
+            try:
+                rec = orjson.loads(event.message.value or b"")
+            except orjson.JSONDecodeError:
+                log.error("alerts: unreadable alert event at offset %d", event.message.offset)
+                event.ack()
+                continue
+            self.dispatcher.submit(rec, on_done=event.ack)

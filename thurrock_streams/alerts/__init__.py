@@ -1,0 +1,1 @@
+"""Alerts: rules, the alert engine and notifiers (CONTRACT.md §6)."""
