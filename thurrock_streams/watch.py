@@ -1,7 +1,8 @@
 """``thurrock-streams watch``: a live terminal view of what the processor writes.
 
-Reads the aggregates topics (newest record per site) and the worker's counters page,
-and redraws a table every ``--interval`` seconds until Ctrl-C.
+Reads the aggregates topics (newest record per site), the alerts topic (open alerts and
+the latest events) and the worker's counters page, and redraws every ``--interval``
+seconds until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .settings import Settings
-from .topics import AIR_AGGREGATES, TRAFFIC_AGGREGATES
+from .topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
 
 __all__ = ["main"]
 
@@ -59,11 +60,39 @@ def _air_rows(daqi: dict[str, dict[str, Any]],
     return out
 
 
+def _alert_rows(open_alerts: dict[tuple[str, str], dict[str, Any]],
+                recent: list[dict[str, Any]]) -> list[str]:
+    out = [f"alerts: {len(open_alerts)} open; latest events (event time, UTC):"]
+    for e in recent[-8:]:
+        when = datetime.fromtimestamp(e["ts"], UTC).strftime("%m-%d %H:%M")
+        out.append(f"  {when}  {e['state']:<9} {e['severity']:<9} {e['rule']:<24} "
+                   f"{e['message'][:90]}")
+    if not recent:
+        out.append("  (none yet)")
+    return out
+
+
+def note_alert(open_alerts: dict[tuple[str, str], dict[str, Any]],
+               recent: list[dict[str, Any]], event: dict[str, Any]) -> None:
+    """Follow one alert event: open on raised/escalated, closed on cleared."""
+    key = (event["site_id"], event["rule"])
+    if event["state"] == "cleared":
+        open_alerts.pop(key, None)
+    else:
+        open_alerts[key] = event
+    recent.append(event)
+    del recent[:-50]
+
+
 def render(latest: dict[str, dict[str, Any]], daqi: dict[str, dict[str, Any]],
-           means: dict[tuple[str, str], dict[str, Any]], counters: dict[str, Any] | None) -> str:
-    """The screen: traffic per site (newest 1-minute window), air per monitor, counters."""
+           means: dict[tuple[str, str], dict[str, Any]], counters: dict[str, Any] | None,
+           open_alerts: dict[tuple[str, str], dict[str, Any]] | None = None,
+           recent: list[dict[str, Any]] | None = None) -> str:
+    """The screen: traffic per site (newest 1-minute window), air per monitor, alerts,
+    counters."""
     out = [f"Thurrock Streams — live, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC", ""]
-    out += [*_traffic_rows(latest), "", *_air_rows(daqi, means)]
+    out += [*_traffic_rows(latest), "", *_air_rows(daqi, means), "",
+            *_alert_rows(open_alerts or {}, recent or [])]
     if counters:
         out.append("")
         for kind, c in counters.get("pipelines", {}).items():
@@ -88,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings.from_env()
     consumer = KafkaConsumer(settings.topic(TRAFFIC_AGGREGATES), settings.topic(AIR_AGGREGATES),
+                             settings.topic(ALERTS),
                              bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
                              auto_offset_reset="earliest", enable_auto_commit=False)
     latest: dict[str, dict[str, Any]] = {}
     daqi: dict[str, dict[str, Any]] = {}
     means: dict[tuple[str, str], dict[str, Any]] = {}
+    open_alerts: dict[tuple[str, str], dict[str, Any]] = {}
+    recent: list[dict[str, Any]] = []
+    alerts_topic = settings.topic(ALERTS)
     try:
         while True:
             end = time.monotonic() + args.interval
@@ -101,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                     for r in recs:
                         rec = json.loads(r.value)
                         kind = rec.get("measurement")
-                        if rec.get("window") == "1m":
+                        if r.topic == alerts_topic:
+                            note_alert(open_alerts, recent, rec)
+                        elif rec.get("window") == "1m":
                             latest[rec["site_id"]] = rec
                         elif kind == "daqi":
                             daqi[rec["site_id"]] = rec
@@ -114,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                     counters = json.loads(resp.read())
             except OSError:
                 pass
-            sys.stdout.write("\x1b[2J\x1b[H" + render(latest, daqi, means, counters) + "\n")
+            screen = render(latest, daqi, means, counters, open_alerts, recent)
+            sys.stdout.write("\x1b[2J\x1b[H" + screen + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         return 0

@@ -28,4 +28,16 @@ def test_manifests_render_and_validate(overlay: str) -> None:
     worker = next(d for d in docs if d["metadata"]["name"] == "thurrock-streams-worker"
                   and d["kind"] == "Deployment")
     env = {e["name"] for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env == {"INFLUX_TOKEN", "KAFKA_SASL_PASSWORD"}, "secrets come from the Secret only"
+    assert env == {"INFLUX_TOKEN", "KAFKA_SASL_PASSWORD", "ALERT_WEBHOOK_SECRET",
+                   "ALERT_SMTP_PASSWORD"}, "secrets come from the Secret only"
+
+
+def test_every_configmap_setting_is_one_the_worker_reads() -> None:
+    import inspect
+
+    from thurrock_streams import settings
+
+    cm = yaml.safe_load((DEPLOY / "base" / "configmap.yaml").read_text())
+    source = inspect.getsource(settings.Settings.from_env)
+    unknown = [k for k in cm["data"] if f'"{k}"' not in source]
+    assert unknown == [], f"settings the worker never reads: {unknown}"

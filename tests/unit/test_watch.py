@@ -1,0 +1,26 @@
+"""The live view's screen, from records as the processor writes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thurrock_streams.watch import note_alert, render
+
+
+def test_screen_shows_traffic_air_and_open_alerts() -> None:
+    latest = {"A13 EB": {"site_id": "A13 EB", "ts": 1_699_995_660.0, "count": 12,
+                         "flow_vph": 720.0, "mean_speed_kph": 88.5, "congestion_index": 0.12}}
+    daqi = {"Purfleet": {"site_id": "Purfleet", "ts": 1_699_999_200.0, "index": 4,
+                         "band": "Moderate", "pollutant": "no2"}}
+    means = {("Purfleet", "no2/1h"): {"mean": 210.4}}
+    open_alerts: dict[tuple[str, str], dict[str, Any]] = {}
+    recent: list[dict[str, Any]] = []
+    ev = {"site_id": "Purfleet", "rule": "daqi:no2", "severity": "moderate", "state": "raised",
+          "value": 4, "threshold": 4, "ts": 1_699_999_200.0, "message": "DAQI 4 (Moderate)"}
+    note_alert(open_alerts, recent, ev)
+    screen = render(latest, daqi, means, None, open_alerts, recent)
+    assert "A13 EB" in screen and "720" in screen and "0.12" in screen
+    assert "Moderate" in screen and "210.4" in screen
+    assert "alerts: 1 open" in screen and "daqi:no2" in screen and "raised" in screen
+    note_alert(open_alerts, recent, {**ev, "state": "cleared", "severity": "low"})
+    assert "alerts: 0 open" in render(latest, daqi, means, None, open_alerts, recent)
