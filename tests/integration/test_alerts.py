@@ -90,6 +90,26 @@ def same_partition(name: str, like: str, partitions: int = 4) -> str:
     raise AssertionError("no suffix found")
 
 
+def other_partition(name: str, unlike: str, partitions: int = 4) -> str:
+    """``name`` with a suffix that puts it on another partition than ``unlike``."""
+    avoid = partition_for(unlike.encode(), partitions)
+    for i in range(1000):
+        cand = f"{name}{i}"
+        if partition_for(cand.encode(), partitions) != avoid:
+            return cand
+    raise AssertionError("no suffix found")
+
+
+def frames(site: str, samples: list[tuple[float, dict[str, Any]]]) -> list[tuple[bytes, Any]]:
+    """The samples as one frame per hour (CONTRACT.md §2 columns)."""
+    out: list[tuple[bytes, Any]] = []
+    for i in range(0, len(samples), 60):
+        rows = [v for _, v in samples[i:i + 60]]
+        out.append((site.encode(), {"site_id": site, "columns": {
+            "ts": [r["ts"] for r in rows], "no2_ugm3": [r["no2_ugm3"] for r in rows]}}))
+    return out
+
+
 def no2_hours(site: str, start: float, hourly: list[float]) -> list[tuple[float, dict[str, Any]]]:
     """A sample every minute; each hour's values average exactly to its entry (±1 µg/m³
     alternately, so the analyser is not flat-lining)."""
@@ -134,6 +154,7 @@ def test_thresholds_crossed_and_recrossed_give_exact_events_everywhere(
     air = f'{prefix}Purfleet "London Rd", =1'
     road = f"{prefix}A13 Orsett Cock EB"
     quiet = same_partition(f"{prefix}A13 Stifford WB ", road)
+    grays = other_partition(f"{prefix}Grays AQMA ", air)
     box, smtp_port = smtp
     # NO2 hourly means 150, 250, 450, 300, 100, 100, 100 µg/m³ -> DAQI 3, 4, 7, 5, 2, 2, 2
     feed = no2_hours(air, H0, [150, 250, 450, 300, 100, 100, 100])
@@ -144,18 +165,26 @@ def test_thresholds_crossed_and_recrossed_give_exact_events_everywhere(
     make_worker(IDLE_FLUSH_S="4", ALERT_WEBHOOK_URL=webhook.url, ALERT_WEBHOOK_SECRET=SECRET,
                 ALERT_SMTP_HOST="127.0.0.1", ALERT_SMTP_PORT=str(smtp_port),
                 ALERT_SMTP_TO="officer@thurrock.example,control@thurrock.example")
+    # 20 hours at 230 µg/m³ (DAQI 4; above the 200 µg/m³ limit), sent as hourly frames
+    send(stack, f"{prefix}air.readings", frames(grays, no2_hours(grays, H0, [230] * 20)))
     send(stack, f"{prefix}air.readings", keyed([x for x in feed if x[1]["site_id"] == air]))
     send(stack, f"{prefix}traffic.readings",
          keyed([x for x in feed if x[1]["site_id"] != air]))
 
-    got = events(stack, prefix, 7)
-    hour = [H0 + 3600 * (h + 1) for h in range(7)]
+    got = events(stack, prefix, 10)
+    hour = [H0 + 3600 * (h + 1) for h in range(20)]
     minute = [H0 + 60 * (i + 1) for i in range(21)]
     silent = [e for e in got if e["rule"] == "sensor_silent"]
     assert brief([e for e in got if e["site_id"] == air]) == [
         (air, "daqi:no2", "raised", "moderate", 4, 4, hour[1]),
         (air, "daqi:no2", "escalated", "high", 7, 7, hour[2]),
         (air, "daqi:no2", "cleared", "low", 2, 4, hour[5]),
+    ]
+    assert brief([e for e in got if e["site_id"] == grays]) == [
+        (grays, "daqi:no2", "raised", "moderate", 4, 4, hour[0]),
+        # 14 = 75% of the 18 exceedances allowed a year, rounded up; then the 19th
+        (grays, "limit:no2_1h", "raised", "moderate", 14, 18, hour[13]),
+        (grays, "limit:no2_1h", "escalated", "high", 19, 18, hour[18]),
     ]
     assert brief([e for e in got if e["site_id"] == road]) == [
         (road, "congestion", "raised", "moderate", 0.6, 0.5, minute[7]),
@@ -166,9 +195,9 @@ def test_thresholds_crossed_and_recrossed_give_exact_events_everywhere(
     assert [(e["site_id"], e["state"], e["threshold"]) for e in silent] == [
         (quiet, "raised", 900)]
     assert silent[0]["ts"] - silent[0]["value"] in (H0 + 120, H0 + 180)
-    assert len(got) == 7
+    assert len(got) == 10
     # nothing more follows (no repeats while open; the road's last minute closes idle)
-    assert len(events(stack, prefix, 8, timeout=6)) == 7
+    assert len(events(stack, prefix, 11, timeout=6)) == 10
 
     # the store's `alerts` measurement holds the same events (string fields are dropped)
     stored = series(stack, "alerts", prefix)
@@ -178,7 +207,7 @@ def test_thresholds_crossed_and_recrossed_give_exact_events_everywhere(
                            round(e["value"], 9)) for e in got)
 
     # the webhook got every event once, signed; the mailbox one e-mail per event
-    wait_for(lambda: len(webhook.requests) >= 7 and len(box.messages) >= 7, 30,
+    wait_for(lambda: len(webhook.requests) >= 10 and len(box.messages) >= 10, 30,
              "the notifiers to deliver")
     bodies = []
     for headers, body in webhook.requests:
@@ -194,9 +223,9 @@ def test_thresholds_crossed_and_recrossed_give_exact_events_everywhere(
         assert rcpt == ["officer@thurrock.example", "control@thurrock.example"]
         msg = message_from_bytes(raw)
         subjects.append(str(msg["Subject"]))
-    assert sum("daqi:no2" in s and "RAISED" in s for s in subjects) == 1
+    assert sum("daqi:no2" in s and "RAISED" in s for s in subjects) == 2
     assert sum("congestion" in s and "CLEARED" in s for s in subjects) == 1
-    assert len(box.messages) == 7
+    assert len(box.messages) == len(webhook.requests) == 10
 
 
 def committed(stack: StackConfig, group: str) -> dict[tuple[str, int], int]:

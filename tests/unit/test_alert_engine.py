@@ -247,3 +247,52 @@ def test_default_rules() -> None:
         "no2_1h": (200.0, 18, 14), "pm10_24h": (50.0, 35, 27), "so2_15m": (266.0, 35, 27)}
     assert r.congestion is not None and r.congestion.minutes == 5
     assert r.silent_after_s == 900 and r.stuck_samples == 30
+
+
+def _step(pipeline: Any, frame: dict[str, Any], batches: int) -> list[dict[str, Any]]:
+    """Run a frame through a processor in ``batches`` pieces; return the records."""
+    import json
+
+    from thurrock_streams.engine.processor import Processor
+    from thurrock_streams.readings import RawMessage
+
+    proc = Processor(pipeline)
+    n = len(frame["columns"]["ts"])
+    cuts = np.linspace(0, n, batches + 1).astype(int)
+    states: dict[str, Any] = {}
+    recs: list[dict[str, Any]] = []
+    for b in range(batches):
+        part = {"site_id": frame["site_id"],
+                "columns": {k: v[cuts[b]:cuts[b + 1]] for k, v in frame["columns"].items()}}
+        raw = RawMessage("r", 0, b, b"k", json.dumps(part).encode())
+        out = proc.step([raw], states, now=T0 + 10**7)
+        states.update(out.changed)
+        recs += [r for _, r in out.aggregates]
+    site = frame["site_id"]
+    recs += [r for _, r in proc.flush(site, states[site]).aggregates]
+    return recs
+
+
+def test_pipelines_mark_flat_lining_windows_the_same_whatever_the_batching() -> None:
+    from thurrock_streams.air import AirPipeline
+    from thurrock_streams.traffic import TrafficPipeline
+
+    # 40 vehicles at exactly 64.0 km/h from minute 2, one a minute... then varying speeds
+    speeds = [50.0 + i for i in range(10)] + [64.0] * 40 + [70.0 + i for i in range(10)]
+    ts = [T0 + 20.0 + 60 * i for i in range(len(speeds))]
+    frame = {"site_id": "M25 J30", "columns": {"ts": ts, "lane": [1] * len(ts),
+                                               "speed_kph": speeds}}
+    marks = []
+    for batches in (1, 7):
+        recs = _step(TrafficPipeline.create(30.0, 300.0, 30, ("speed_kph",)), frame, batches)
+        marks.append([(r["ts"], r["qc"]) for r in recs if "qc" in r])
+    # the 30th identical speed is at minute 10 + 29 = 39: windows ending 40 .. 50 minutes
+    assert marks[0] == marks[1] == [
+        (T0 + 60 * (m + 1), {"stuck": {"speed_kph": m - 9}}) for m in range(39, 50)]
+    no2 = [40.0 + (i % 3) for i in range(20)] + [33.0] * 35 + [0.0] * 40
+    ts = [T0 + 30.0 + 60 * i for i in range(len(no2))]
+    frame = {"site_id": "Grays", "columns": {"ts": ts, "no2_ugm3": no2}}
+    recs = _step(AirPipeline.create(30.0, 300.0, 30, ("no2_ugm3",)), frame, 3)
+    marked = [(r["ts"], r["period"], r["qc"]) for r in recs if "qc" in r]
+    # the 30th sample at 33.0 is minute 49: the 15-minute window ending at minute 60
+    assert marked == [(T0 + 3600, "15m", {"stuck": {"no2_ugm3": 35}})]
