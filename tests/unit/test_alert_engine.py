@@ -296,3 +296,26 @@ def test_pipelines_mark_flat_lining_windows_the_same_whatever_the_batching() -> 
     marked = [(r["ts"], r["period"], r["qc"]) for r in recs if "qc" in r]
     # the 30th sample at 33.0 is minute 49: the 15-minute window ending at minute 60
     assert marked == [(T0 + 3600, "15m", {"stuck": {"no2_ugm3": 35}})]
+
+
+def test_silent_compares_within_a_partition_at_once_and_across_once_quiet() -> None:
+    from thurrock_streams.agents.alerts import QUIET_S, AlertAgent
+
+    agent = object.__new__(AlertAgent)  # the Faust-free part of the agent
+    agent.engine = AlertEngine(load_rules())
+    states: dict[str, SiteAlerts] = {}
+    agent._load = lambda site: states.setdefault(site, SiteAlerts())  # type: ignore[method-assign]
+    agent._assigned_at = 0.0
+    for site, ts in (("a", T0), ("b", T0 + 1000), ("c", T0 + 5000)):
+        states[site] = SiteAlerts(seen={"traffic": ts})
+    # a and b share partition 0, c is alone on partition 1; both got records just now
+    agent.newest = {("traffic", 0): {"a": T0, "b": T0 + 1000}, ("traffic", 1): {"c": T0 + 5000}}
+    agent.last_rx = {("traffic", 0): 100.0, ("traffic", 1): 100.0}
+    changed: dict[str, SiteAlerts] = {}
+    evs = agent._silent(changed, now=100.0)
+    # a is 1000 s behind b on its own partition; c being ahead counts only once quiet
+    assert [(e["site_id"], e["value"], e["ts"]) for e in evs] == [("a", 1000, T0 + 1000)]
+    assert agent._silent(changed, now=100.0 + QUIET_S - 1) == []
+    evs = agent._silent(changed, now=100.0 + QUIET_S)
+    assert [(e["site_id"], e["value"], e["ts"]) for e in evs] == [("b", 4000, T0 + 5000)]
+    assert set(changed) == {"a", "b"}

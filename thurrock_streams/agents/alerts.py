@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import faust
@@ -35,9 +36,20 @@ from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
 from .readings import SiteTable, partition_for
 
-__all__ = ["AlertAgent", "AlertCounters", "NotifyAgent"]
+__all__ = ["QUIET_S", "AlertAgent", "AlertCounters", "NotifyAgent"]
 
 log = logging.getLogger(__name__)
+
+#: Wall-clock seconds without records from a partition after which its sites are also
+#: compared with the sites of the worker's other partitions (``sensor_silent``).
+QUIET_S = 10.0
+
+
+def _newest_other(top2: list[float], own: float) -> float:
+    """The newest window of the *other* sites, from a group's two newest (ascending)."""
+    if len(top2) < 2:
+        return -float("inf")
+    return top2[0] if top2[1] == own else top2[1]
 
 
 class AlertCounters:
@@ -74,11 +86,15 @@ class AlertAgent:
             app, name="alert-sites", partitions=n, key_type=bytes, value_type=bytes,
             help="alert state per site (open alerts, rule counters, applied offsets)"))
         # Newest window end (UTC epoch s) per (kind, partition) and site, for
-        # sensor_silent; rebuilt from the table after each rebalance.
+        # sensor_silent; rebuilt from the table after each rebalance. And when (monotonic
+        # s) a record of each (kind, partition) last came in.
         self.newest: dict[tuple[str, int], dict[str, float]] = {}
+        self.last_rx: dict[tuple[str, int], float] = {}
+        self._assigned_at = time.monotonic()
         self._index_stale = True
         self._lock: asyncio.Lock | None = None
         app.agent(self.sources, name="alerts")(self._run)
+        app.timer(interval=2.0, name="alerts-silent")(self._silent_timer)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     @property
@@ -90,6 +106,24 @@ class AlertAgent:
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
         self._index_stale = True
+        self._assigned_at = time.monotonic()
+        self.last_rx.clear()
+
+    async def _silent_timer(self) -> None:
+        """Check for silent sites when no aggregates come in (a lone site's partition)."""
+        tables: Any = self.app.tables
+        if not tables.recovery.completed.is_set() or self.app.rebalancing:
+            return
+        async with self.lock:
+            if self._index_stale:
+                self._rebuild_index()
+            changed: dict[str, SiteAlerts] = {}
+            events = self._silent(changed, time.monotonic())
+            if events:
+                self._count(events)
+                await self._deliver(events)
+                for site, st in changed.items():
+                    self.table[site.encode()] = orjson.dumps(st.to_json())
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(5000, within=0.2):
@@ -138,9 +172,10 @@ class AlertAgent:
             self._rebuild_index()
         events: list[dict[str, Any]] = []
         changed: dict[str, SiteAlerts] = {}
-        groups: set[tuple[str, int]] = set()
+        now = time.monotonic()
         for topic, partition, offset, value in messages:
             kind = self.kind_of.get(topic, "air")
+            self.last_rx[(kind, partition)] = now
             try:
                 rec = orjson.loads(value or b"")
                 site = str(rec["site_id"])
@@ -165,35 +200,47 @@ class AlertAgent:
             if kind in st.seen:
                 group = (kind, partition_for(site.encode(), self.partitions))
                 self.newest.setdefault(group, {})[site] = st.seen[kind]
-                groups.add(group)
-        events += self._silent(groups, changed)
-        for ev in events:
-            self.counters.events[ev["state"]] = self.counters.events.get(ev["state"], 0) + 1
+        events += self._silent(changed, now)
+        self._count(events)
         return events, changed
 
-    def _silent(self, groups: set[tuple[str, int]],
-                changed: dict[str, SiteAlerts]) -> list[dict[str, Any]]:
-        """Sites lagging the newest site of their kind in their partition: records of one
-        partition arrive in order, so uneven reading of partitions raises nothing."""
+    def _count(self, events: list[dict[str, Any]]) -> None:
+        for ev in events:
+            self.counters.events[ev["state"]] = self.counters.events.get(ev["state"], 0) + 1
+
+    def _silent(self, changed: dict[str, SiteAlerts], now: float) -> list[dict[str, Any]]:
+        """Raise ``sensor_silent`` for sites lagging the others of their kind.
+
+        The others of the same partition are always a fair reference: a partition's
+        records arrive in order. Sites of other partitions (all this worker owns) count
+        only once the site's partition has been quiet for ``QUIET_S`` of wall-clock time,
+        so a replay or a catch-up that reads the partitions unevenly raises nothing, and a
+        site alone in its partition is still found silent.
+        """
         after = self.engine.rules.silent_after_s
         events: list[dict[str, Any]] = []
         if after is None:
             return events
-        for kind, partition in sorted(groups):
-            seen = self.newest.get((kind, partition), {})
-            if len(seen) < 2:
+        for kind in sorted({k for k, _ in self.newest}):
+            groups = {p: seen for (k, p), seen in self.newest.items() if k == kind and seen}
+            if sum(len(seen) for seen in groups.values()) < 2:
                 continue  # "while others report": a lone site is never silent
-            newest = max(seen.values())
-            for site, ts in seen.items():
-                if newest - ts < after:
-                    continue
-                st = changed.get(site) or self._load(site)
-                if "sensor_silent" in st.open:
-                    continue
-                ev = self.engine.silent(site, st, kind, newest)
-                if ev:
-                    events += ev
-                    changed[site] = st
+            tops = {p: sorted(seen.values())[-2:] for p, seen in groups.items()}
+            for p, seen in groups.items():
+                quiet = now - self.last_rx.get((kind, p), self._assigned_at) >= QUIET_S
+                for site, ts in seen.items():
+                    ref = _newest_other(tops[p], ts)
+                    if quiet:
+                        ref = max([ref, *(max(t) for q, t in tops.items() if q != p)])
+                    if ref - ts < after:
+                        continue
+                    st = changed.get(site) or self._load(site)
+                    if "sensor_silent" in st.open:
+                        continue
+                    ev = self.engine.silent(site, st, kind, ref)
+                    if ev:
+                        events += ev
+                        changed[site] = st
         return events
 
     async def _deliver(self, events: list[dict[str, Any]]) -> None:

@@ -23,10 +23,10 @@ Rules (defaults in ``data/alert_rules.toml``; docs/alerts.md explains each):
   vehicles counts as free-flowing (index 0); a minute whose vehicles all stood still
   (no speed above 0, so no space-mean speed) counts as fully congested (index 1).
 - ``sensor_silent``: a site whose newest window is ``after_s`` or more behind the newest
-  window of the other sites of the same kind (the agent compares sites of one Kafka
-  partition, whose records arrive in order, so a replay or catch-up that reads the
-  partitions unevenly raises nothing); cleared by a window of its own at or after the
-  event time at which it was found silent.
+  window of the other sites of the same kind (which sites count is the agent's choice,
+  see :meth:`AlertAgent._silent <thurrock_streams.agents.alerts.AlertAgent._silent>`);
+  cleared by a window of its own at or after the event time at which it was found
+  silent.
 - ``sensor_stuck:<field>``: the pipelines mark a window's record (1-minute traffic,
   15-minute air) ``qc.stuck`` when a run of ``samples`` identical readings reaches into
   it (:mod:`thurrock_streams.qc`); cleared by a record of that field without the mark.
