@@ -26,7 +26,7 @@ from .topics import (
 from .traffic import TrafficPipeline
 from .web import register_pages
 
-__all__ = ["Runtime", "app", "build_app", "runtime"]
+__all__ = ["Runtime", "ThurrockApp", "app", "build_app", "runtime"]
 
 
 def _credentials(s: Settings) -> Any:
@@ -39,6 +39,16 @@ def _credentials(s: Settings) -> Any:
             mechanism=s.kafka_sasl_mechanism,
             ssl_context=context if s.kafka_security_protocol == "SASL_SSL" else None)
     return faust.SSLCredentials(context)
+
+
+class ThurrockApp(faust.App):
+    """Faust's app with hooks run at the very start of a rebalance (before Faust waits
+    for unacknowledged events)."""
+
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        for hook in getattr(self, "rebalance_hooks", ()):
+            hook()
 
 
 class Runtime:
@@ -59,6 +69,7 @@ class Runtime:
         self.dispatcher = Dispatcher(notifiers_from_settings(settings),
                                      max_backoff_s=settings.alert_notify_max_backoff_s)
         self.notify = NotifyAgent(app, settings, self.dispatcher)
+        app.rebalance_hooks = [self.notify.release_all]  # type: ignore[attr-defined]
         app.on_before_shutdown.connect(self._on_shutdown)
 
     async def _on_shutdown(self, *args: Any, **kwargs: Any) -> None:
@@ -69,7 +80,7 @@ class Runtime:
 def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
     """Create the Faust app and wire every agent onto it."""
     servers = [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
-    app = faust.App(
+    app = ThurrockApp(
         settings.app_id,
         broker=servers,
         broker_credentials=_credentials(settings),

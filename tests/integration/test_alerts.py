@@ -262,3 +262,27 @@ def test_kill_9_with_an_open_alert_never_raises_it_again_and_a_dead_notifier_del
     assert brief(got) == [(air, "daqi:no2", "raised", "moderate", 4, 4, H0 + 3600),
                           (air, "daqi:no2", "cleared", "low", 2, 4, H0 + 6 * 3600)]
     assert len(events(stack, prefix, 3, timeout=6)) == 2
+
+
+def test_a_notifier_that_is_down_does_not_stall_a_rebalance(
+        stack: StackConfig, prefix: str, make_worker: Any) -> None:
+    air = f"{prefix}Aveley Purfleet Bypass"
+    feed = keyed(no2_hours(air, H0, [250, 260, 100, 100]))  # DAQI 4, 4, 2, 2
+    dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    env = {"IDLE_FLUSH_S": "4", "ALERT_WEBHOOK_URL": dead, "ALERT_NOTIFY_MAX_BACKOFF_S": "1"}
+    first = make_worker(**env)
+    send(stack, f"{prefix}air.readings", feed[:120])
+    assert brief(events(stack, prefix, 1))[0][2] == "raised"
+    poll(first.counters, lambda c: c["alerts"]["notifiers"]["webhook"]["queued"] >= 1, 30,
+         "an undelivered notification")
+    # a second worker joins: the first must give partitions up although its webhook
+    # still holds an event it could not deliver
+    second = make_worker(**env)
+    assigned = "Executing _on_partitions_assigned"
+    wait_for(lambda: first.log().count(assigned) >= 2 and assigned in second.log(), 60,
+             "the first worker to take part in the rebalance")
+    send(stack, f"{prefix}air.readings", feed[120:])
+    got = events(stack, prefix, 2)
+    assert brief(got)[1][:3] == (air, "daqi:no2", "cleared")
+    assert first.proc is not None and first.proc.poll() is None
+    assert "wait_empty: Waiting for tasks" not in first.log()

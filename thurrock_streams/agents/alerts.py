@@ -20,7 +20,9 @@ crash, and a notifier that is down delays nothing but itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 import time
 from typing import Any
 
@@ -260,13 +262,22 @@ class AlertAgent:
 
 
 class NotifyAgent:
-    """Hands every alert event to the notifiers; acks it once they all have it."""
+    """Hands every alert event to the notifiers; acks it once they all have it.
+
+    Faust waits for every unacknowledged event before it gives partitions up in a
+    rebalance; so that a notifier that is down cannot stall a rebalance, the events still
+    waiting are acknowledged when one starts (:meth:`release_all`) and stay in the
+    dispatcher's queues, delivered by this process as before.
+    """
 
     def __init__(self, app: faust.App, settings: Settings, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.source = app.topic(settings.topic(ALERTS), partitions=settings.topic_partitions,
                                 internal=True, **raw)
+        self._waiting: dict[int, Any] = {}
+        self._guard = threading.Lock()  # the rebalance callback runs on the consumer's thread
+        self._next = 0
         app.agent(self.source, name="alert-notify")(self._run)
 
     async def _run(self, stream: Any) -> None:
@@ -277,4 +288,22 @@ class NotifyAgent:
                 log.error("alerts: unreadable alert event at offset %d", event.message.offset)
                 event.ack()
                 continue
-            self.dispatcher.submit(rec, on_done=event.ack)
+            with self._guard:
+                key = self._next
+                self._next += 1
+                self._waiting[key] = event
+            self.dispatcher.submit(rec, on_done=functools.partial(self._done, key))
+
+    def _done(self, key: int) -> None:
+        with self._guard:
+            event = self._waiting.pop(key, None)
+        if event is not None:
+            event.ack()
+
+    def release_all(self) -> None:
+        """Acknowledge every event still being delivered (a rebalance is starting)."""
+        with self._guard:
+            events = list(self._waiting.values())
+            self._waiting.clear()
+        for event in events:
+            event.ack()
