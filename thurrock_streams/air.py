@@ -14,7 +14,8 @@ into per-pollutant records. Rules beyond the engine's:
   H closes, from the indices known then: NO2 1h, O3 8h, PM2.5 24h, PM10 24h ending at H,
   and the highest of the four SO2 15-minute indices of that hour. If a held-back window
   later adds an index for H that changes the result, the record for H is written again
-  with the new value (newest wins, as InfluxDB keeps it).
+  with the new value (newest wins, as InfluxDB keeps it) — for hours up to 26 h before
+  the site's latest closed hour; older hours keep their record.
 """
 
 from __future__ import annotations
@@ -171,8 +172,11 @@ class AirPipeline:
                       carry: dict[str, Any]) -> None:
         parts = carry.setdefault("daqi_parts", {})
         hours = np.ceil(ends / 3600.0) * 3600.0 if period == "15m" else ends
+        # An hour whose parts were already dropped (see _daqi) is not corrected: with the
+        # other pollutants' indices gone, a new slot would rewrite it from this one alone.
+        kept_from = carry.get("daqi_kept_from", -np.inf)
         for h, i in zip(hours.tolist(), index, strict=True):
-            if i > 0:
+            if i > 0 and h >= kept_from:
                 slot = parts.setdefault(str(int(h)), {})
                 slot[p] = max(slot.get(p, 0), i)
 
@@ -196,6 +200,7 @@ class AirPipeline:
                             "index": now[0], "band": band_name(int(now[0])),
                             "pollutant": pollutant})
         keep_from = edge - _KEEP_HOURS * 3600
+        carry["daqi_kept_from"] = max(carry.get("daqi_kept_from", -np.inf), keep_from)
         for d in (parts, written):
             for hour in [h for h in d if int(h) < keep_from]:
                 del d[hour]
