@@ -31,5 +31,8 @@ stack-down:  ## Stop the local stack
 stack-status:  ## Is the local stack healthy?
 	@scripts/bootstrap && .venv/bin/thurrock-streams stack status
 
+bench:  ## Throughput benchmark on its own stack (ports 39192/38528); prints the BENCH line
+	@bench/run
+
 clean:  ## Remove the virtualenv, stack data and caches
 	rm -rf .venv .stack .stack-test .pytest_cache .mypy_cache .ruff_cache .hypothesis

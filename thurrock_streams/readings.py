@@ -19,6 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from typing import Any, Literal
 
 import numpy as np
@@ -41,6 +42,8 @@ Kind = Literal["traffic", "air"]
 #: Vehicle classes (CONTRACT.md §2), in code order: the int8 code is the list index.
 TRAFFIC_CLASSES: tuple[str, ...] = ("car", "lgv", "hgv", "bus", "motorcycle", "other")
 _CLASS_CODE = {name: i for i, name in enumerate(TRAFFIC_CLASSES)}
+_CLASS_CODE_OR_NONE: dict[str | None, int] = {None: -1}
+_CLASS_CODE_OR_NONE.update(_CLASS_CODE)
 
 #: Pollutant fields of an air sample and their pollutant tag (CONTRACT.md §2, §5).
 POLLUTANT_FIELDS: dict[str, str] = {
@@ -224,8 +227,25 @@ def _gather(kind: Kind, messages: Sequence[RawMessage]) -> _Gather:
     return g
 
 
+_NUMBER_TYPES = frozenset({float, int})
+_NONE_TYPE = frozenset({type(None)})
+_CLASS_TYPES = frozenset({str, type(None)})
+
+
 def _numeric(values: list[Any]) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
-    """Return (values as float64 with NaN where absent, present mask, mistyped mask)."""
+    """Return (values as float64 with NaN where absent, present mask, mistyped mask).
+
+    Fast paths, without a Python step per value: every value a number (``type`` is
+    exact, so booleans take the slow path), converted by numpy at once; or every value
+    null. Anything else (mixed, mistyped) goes value by value.
+    """
+    n = len(values)
+    types = set(map(type, values))
+    if types <= _NUMBER_TYPES:
+        return (np.array(values, dtype=np.float64), np.ones(n, dtype=np.bool_),
+                np.zeros(n, dtype=np.bool_))
+    if types <= _NONE_TYPE:  # an optional column nobody sent
+        return np.full(n, np.nan), np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)
     kinds = np.fromiter(
         (0 if v is None else 1 if (type(v) is float or type(v) is int) else 2 for v in values),
         dtype=np.int8, count=len(values))
@@ -247,9 +267,14 @@ def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[st
             detail[j] = text
         reason[new] = code
 
-    ts = np.array([_parse_ts(v) if v is not None else np.nan for v in g.cols["ts"]],
-                  dtype=np.float64)
-    missing_ts = np.fromiter((v is None for v in g.cols["ts"]), dtype=np.bool_, count=n)
+    raw_ts = g.cols["ts"]
+    if set(map(type, raw_ts)) <= _NUMBER_TYPES:  # epoch seconds throughout: no Python loop
+        ts = np.array(raw_ts, dtype=np.float64)
+        missing_ts = np.zeros(n, dtype=np.bool_)
+    else:
+        ts = np.array([_parse_ts(v) if v is not None else np.nan for v in raw_ts],
+                      dtype=np.float64)
+        missing_ts = np.fromiter((v is None for v in raw_ts), dtype=np.bool_, count=n)
     flag(missing_ts, 1, "ts is missing")
     flag(np.isnan(ts) & ~missing_ts, 1,
          "ts must be epoch seconds or an ISO-8601 string with an offset")
@@ -271,8 +296,12 @@ def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[st
         cols[f.name] = arr
     if kind == "traffic":
         raw = g.cols["class"]
-        code = np.array([_CLASS_CODE.get(v, -2) if type(v) is str else (-1 if v is None else -2)
-                         for v in raw], dtype=np.int8)
+        if set(map(type, raw)) <= _CLASS_TYPES:  # hashable: one dict lookup per value, in C
+            code = np.fromiter(map(_CLASS_CODE_OR_NONE.get, raw, repeat(-2)), dtype=np.int8,
+                               count=n)
+        else:
+            code = np.array([_CLASS_CODE.get(v, -2) if type(v) is str
+                             else (-1 if v is None else -2) for v in raw], dtype=np.int8)
         flag(code == -2, 1, f"class must be one of {', '.join(TRAFFIC_CLASSES)}")
         cols["class"] = code
         cols["lane"] = np.nan_to_num(cols["lane"]).astype(np.int8)

@@ -31,6 +31,13 @@ def encode_state(state: dict[str, Any]) -> bytes:
 
     def walk(v: Any) -> Any:
         nonlocal offset
+        t = type(v)  # exact types first: a state is mostly dicts, floats and arrays
+        if t is dict:
+            return {str(k): walk(x) for k, x in v.items()}
+        if t is float:
+            return v if v - v == 0.0 else {"$f": repr(v)}  # v - v is NaN for NaN and inf
+        if t is int or t is str or t is bool or v is None:
+            return v
         if isinstance(v, np.ndarray):
             if v.dtype.char not in _ALLOWED:
                 raise TypeError(f"cannot encode arrays of dtype {v.dtype}")

@@ -56,8 +56,8 @@ class SiteState:
 
     def copy(self) -> SiteState:
         """An independent copy (steps never change a state they were given)."""
-        return SiteState(SiteWindows.from_state(self.windows.to_state()), dict(self.applied),
-                         copy.deepcopy(self.carry))
+        return SiteState(self.windows.copy(), dict(self.applied),
+                         copy.deepcopy(self.carry) if self.carry else {})
 
     def encode(self) -> bytes:
         """Serialise for the changelog (see :mod:`.codec`)."""
@@ -140,10 +140,16 @@ class Processor:
                 self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
             elif site != "":
                 rejected_by_site.setdefault(site, []).append(rej)
-        keep = np.fromiter((site_of.get(int(i)) not in (None, "") for i in batch.msg),
-                           dtype=np.bool_, count=len(batch))
+        # Per message, not per row: which messages are processed here, and their site.
+        code_of: dict[str, int] = {}
+        msg_code = np.full(len(messages), -1, dtype=np.int64)
+        for i, site in site_of.items():
+            if site:
+                msg_code[i] = code_of.setdefault(site, len(code_of))
+        row_code = msg_code[batch.msg]
+        keep = row_code >= 0
         batch = batch.take(keep)
-        for site, rows in _by_site(batch):
+        for site, rows in _by_site(batch, row_code[keep], list(code_of)):
             self._site_step(site, rows, rejected_by_site.pop(site, []), messages, states,
                             now, out)
         for site, rejs in rejected_by_site.items():
@@ -192,8 +198,9 @@ class Processor:
                 self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
             else:
                 self.counters.replayed_skipped += 1
-        rows = rows.take(np.fromiter((fresh[int(i)] for i in rows.msg), dtype=np.bool_,
-                                     count=len(rows)))
+        fresh_rows = fresh[rows.msg]
+        if not fresh_rows.all():
+            rows = rows.take(fresh_rows)
         self.counters.readings_in += len(rows)
         res = new.windows.ingest(self.pipeline.config, rows.ts, rows.cols, now)
         for verdict, reason in ((res.future, "future"), (res.late, "late")):
@@ -211,18 +218,23 @@ class Processor:
         out.changed[site] = new
 
     def _fresh_messages(self, state: SiteState, messages: list[RawMessage], rows: Batch,
-                        rejects: list[Rejected]) -> dict[int, bool]:
-        """Which messages this site has not applied yet; records them as applied."""
-        idx = sorted(set(rows.msg.tolist()) | {r.msg for r in rejects})
-        fresh: dict[int, bool] = {}
+                        rejects: list[Rejected]) -> NDArray[np.bool_]:
+        """Which messages (mask over the batch) this site has not applied yet.
+
+        Records them as applied. One Python step per message, none per row.
+        """
+        idx = np.unique(rows.msg).tolist()
+        if rejects:
+            idx = sorted(set(idx) | {r.msg for r in rejects})
+        fresh = np.zeros(len(messages), dtype=np.bool_)
+        applied = state.applied
         for i in idx:
             m = messages[i]
             src = _source(m)
-            fresh[i] = m.offset > state.applied.get(src, -1)
-            if fresh[i]:
-                state.applied[src] = m.offset
-        skipped = sum(1 for i in rows.msg.tolist() if not fresh[i])
-        self.counters.replayed_skipped += skipped
+            if m.offset > applied.get(src, -1):
+                fresh[i] = True
+                applied[src] = m.offset
+        self.counters.replayed_skipped += int(rows.msg.size - np.count_nonzero(fresh[rows.msg]))
         return fresh
 
     def _emit(self, site: str, closed: list[Closed], state: SiteState, out: StepOutput) -> None:
@@ -238,14 +250,21 @@ class Processor:
         out.deadletters.append((m.key, dead_letter(m, reason, detail, row)))
 
 
-def _by_site(batch: Batch) -> list[tuple[str, Batch]]:
+def _by_site(batch: Batch, code: NDArray[np.int64],
+             names: list[str]) -> list[tuple[str, Batch]]:
+    """Split the rows by site (``code`` indexes ``names``), arrival order kept in each.
+
+    Sites come in name order, as before; grouping works on small integer codes, not on
+    the rows' site strings.
+    """
     if not len(batch):
         return []
-    sites, inverse = np.unique(batch.site, return_inverse=True)
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.cumsum(np.bincount(inverse, minlength=len(sites)))[:-1]
-    return [(str(s), batch.take(ix)) for s, ix in zip(sites, np.split(order, bounds),
-                                                        strict=True)]
+    order = np.argsort(code, kind="stable")
+    counts = np.bincount(code, minlength=len(names))
+    bounds = np.cumsum(counts)[:-1]
+    parts = np.split(order, bounds)
+    return [(names[c], batch.take(parts[c]))
+            for c in sorted(range(len(names)), key=names.__getitem__) if counts[c]]
 
 
 def _time_detail(reason: str, ts: float, w: SiteWindows, now: float) -> str:

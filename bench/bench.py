@@ -1,0 +1,610 @@
+"""Throughput benchmark of Thurrock Streams on the real broker and store (issue #7).
+
+Run through ``bench/run``. In one run it:
+
+1. starts (or reuses) its own local stack: Tansu on ``--kafka-port`` (39192) and
+   VictoriaMetrics on ``--store-port`` (38528), files under ``bench/out/stack``; it stops
+   on exit only the servers it started;
+2. measures the engine in-process (``bench/inproc.py``): kernel only, decode, step;
+3. publishes feeds to fresh topics (traffic frames of 1,000 readings, single traffic
+   readings, air frames, single air samples; 10,000 traffic sites by default);
+4. runs the baseline, a plain Faust per-event agent counting readings, on the single
+   traffic readings;
+5. runs one ``thurrock-streams worker`` process per feed, on topics filled beforehand,
+   and takes from its ``/counters`` page the time from the first reading consumed to
+   the last aggregate written to the store, the window close → store latency (p50/p99),
+   and from ``/proc`` its peak RSS and CPU time;
+6. prints a table and, last, the ``BENCH`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import feeds
+
+from thurrock_streams import stack as stack_mod
+from thurrock_streams.stack import StackConfig
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"
+PY = sys.executable
+PARTITIONS = 4
+TARGETS = {"framed_rps": 1_000_000, "single_rps": 50_000, "p99_ms": 1000, "rss_mb": 300}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name.split(" (")[0])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- processes
+
+@dataclass
+class Child:
+    """A child process in its own session; stopped (with its children) by ``stop``."""
+
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Child:
+        with self.log_path.open("wb") as out:
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=tempfile.gettempdir(),
+                                         stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, n: int = 2000) -> str:
+        return self.log_path.read_text(errors="replace")[-n:]
+
+    def rss_peak_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+        return float("nan")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+
+# --------------------------------------------------------------------------- broker
+
+def create_topic(bootstrap: str, name: str) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+    finally:
+        admin.close()
+
+
+async def _produce(bootstrap: str, topic: str, msgs: Iterable[feeds.Msg]) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, acks=1,
+                         max_batch_size=1 << 20, max_request_size=8 << 20)
+    await p.start()
+    n = 0
+    try:
+        pending = []
+        for key, value in msgs:
+            pending.append(await p.send(topic, value, key=key))
+            n += 1
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await p.stop()
+    return n
+
+
+def publish(bootstrap: str, topic: str, msgs: list[feeds.Msg]) -> None:
+    t = time.perf_counter()
+    create_topic(bootstrap, topic)
+    asyncio.run(_produce(bootstrap, topic, msgs))
+    mb = sum(len(v) for _, v in msgs) / 1e6
+    log(f"published {len(msgs):,} messages ({mb:.0f} MB) to {topic} "
+        f"in {time.perf_counter() - t:.1f} s")
+
+
+# --------------------------------------------------------------------------- runs
+
+@dataclass
+class Feed:
+    name: str           # table row
+    kind: str           # traffic | air
+    topic_suffix: str   # traffic.readings | air.readings
+    msgs: list[feeds.Msg]
+    readings: int
+    windows: int | None = None  # traffic: aggregates the sink must write
+
+
+@dataclass
+class Result:
+    name: str
+    readings: int = 0
+    seconds: float = float("nan")
+    rps: float = float("nan")
+    aggregates: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    rss_mb: float = float("nan")
+    cpu_s: float = float("nan")
+    complete: bool = True
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - loopback
+        return json.loads(r.read())
+
+
+def run_worker(cfg: StackConfig, feed: Feed, prefix: str, timeout_s: float,
+               profile: bool, quiet_s: float = 2.0) -> Result:
+    """One worker process on a topic filled beforehand; measured from its counters page."""
+    port = free_port()
+    env = {**os.environ, **cfg.env(), "TOPIC_PREFIX": prefix, "THURROCK_APP_ID": f"{prefix}app",
+           "IDLE_FLUSH_S": "3600", "THURROCK_TOPIC_PARTITIONS": str(PARTITIONS)}
+    child = Child([PY, "-m", "thurrock_streams", "worker", "--web-port", str(port),
+                   "--loglevel", "warn"], env, OUT / f"worker-{slug(feed.name)}.log").start()
+    spy: subprocess.Popen[bytes] | None = None
+    res = Result(feed.name, readings=feed.readings)
+    try:
+        end_wait = time.monotonic() + 120
+        while True:
+            if not child.alive():
+                raise RuntimeError(f"worker exited:\n{child.tail()}")
+            with contextlib.suppress(OSError, ValueError):
+                t_page = time.time()
+                if _get(f"http://127.0.0.1:{port}/counters")["pipelines"][feed.kind][
+                        "readings_in"]:
+                    res.note = "consumed before the first poll (short run: rough timing) "
+                break
+            if time.monotonic() > end_wait:
+                raise RuntimeError(f"worker did not serve its counters:\n{child.tail()}")
+            time.sleep(0.2)
+        if profile:
+            spy = _py_spy(child.pid, feed.name)
+        last_zero = t_page
+        first: float | None = None
+        all_in: float | None = None
+        written, written_at, cpu0 = -1, 0.0, child.cpu_s()
+        deadline = time.monotonic() + timeout_s
+        snap: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            now = time.time()
+            try:
+                snap = _get(f"http://127.0.0.1:{port}/counters")
+            except (OSError, ValueError):  # a long step holds the worker's loop: poll again
+                if not child.alive():
+                    raise RuntimeError(f"worker exited:\n{child.tail()}") from None
+                continue
+            c = snap["pipelines"][feed.kind]
+            if c["readings_in"] == 0:
+                last_zero = now
+            elif first is None:
+                first = last_zero
+            if all_in is None and c["readings_in"] >= feed.readings:
+                all_in = now
+            w = snap["sink"]["written_points"]
+            if w != written:
+                written, written_at = w, now
+            enough = ((feed.windows is None or w >= feed.windows)
+                      and (c["windows_closed"] == 0 or w > 0))
+            if c["readings_in"] >= feed.readings and enough and now - written_at > quiet_s:
+                break
+            time.sleep(0.1)
+        else:
+            res.complete = False
+            res.note = "timed out"
+        if not snap:
+            raise RuntimeError(f"the worker's counters never answered:\n{child.tail()}")
+        c = snap["pipelines"][feed.kind]
+        first = first if first is not None else last_zero
+        end = max(written_at, all_in or 0.0) if res.complete else time.time()
+        res.seconds = max(end - first, 1e-9)
+        res.readings = c["readings_in"]
+        res.rps = res.readings / res.seconds
+        res.aggregates = snap["sink"]["written_points"]
+        res.p50_ms = snap["sink"]["close_to_store_ms_p50"]
+        res.p99_ms = snap["sink"]["close_to_store_ms_p99"]
+        res.rss_mb = child.rss_peak_mb()
+        res.cpu_s = child.cpu_s() - cpu0
+        res.extra = {"counters": c, "sink": snap["sink"]}
+        if c["readings_in"] != c["accepted"] + sum(c["deadlettered"].values()):
+            res.note += " accounting mismatch!"
+        if feed.windows is not None and res.aggregates < feed.windows:
+            res.note += f" {res.aggregates}/{feed.windows} aggregates"
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                spy.wait(30)
+        child.stop()
+    return res
+
+
+async def _paced(bootstrap: str, topic: str, sites: list[str], ticks: int, tick_s: float,
+                  rows: int) -> None:
+    """Each tick, one frame per site covering the next minute of event time."""
+    import numpy as np
+    import orjson
+    from aiokafka import AIOKafkaProducer
+
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1,
+                         max_batch_size=1 << 20, max_request_size=8 << 20)
+    await p.start()
+    rng = np.random.default_rng(21)
+    try:
+        start = time.monotonic()
+        for k in range(ticks):
+            pending = []
+            for site in sites:
+                cols = feeds._traffic_rows(rng, rows, feeds.T0 + 60 * k, 60.0)
+                value = orjson.dumps({"site_id": site, "columns": cols})
+                pending.append(await p.send(topic, value, key=site.encode()))
+            await asyncio.gather(*pending)
+            await asyncio.sleep(max(0.0, start + (k + 1) * tick_s - time.monotonic()))
+    finally:
+        await p.stop()
+
+
+def run_latency(cfg: StackConfig, prefix: str, sites: int, ticks: int, tick_s: float,
+                settle_s: float = 3.0) -> Result:
+    """Close → store latency at a load the worker sustains (not a backlog).
+
+    A worker runs on an empty topic; every ``tick_s`` each site sends a frame of 1,000
+    readings covering the next minute, which closes that site's previous 1-minute window.
+    """
+    rows = 1000
+    feed_rps = sites * rows / tick_s
+    port = free_port()
+    env = {**os.environ, **cfg.env(), "TOPIC_PREFIX": prefix, "THURROCK_APP_ID": f"{prefix}app",
+           "IDLE_FLUSH_S": "3600", "THURROCK_TOPIC_PARTITIONS": str(PARTITIONS)}
+    topic = f"{prefix}traffic.readings"
+    create_topic(cfg.bootstrap, topic)
+    child = Child([PY, "-m", "thurrock_streams", "worker", "--web-port", str(port),
+                   "--loglevel", "warn"], env, OUT / "worker-latency.log").start()
+    res = Result(f"paced {feed_rps / 1000:.0f}k rd/s: close->store", readings=sites * rows * ticks)
+    try:
+        end_wait = time.monotonic() + 120
+        while True:
+            if not child.alive():
+                raise RuntimeError(f"worker exited:\n{child.tail()}")
+            with contextlib.suppress(OSError, ValueError):
+                _get(f"http://127.0.0.1:{port}/counters")
+                break
+            if time.monotonic() > end_wait:
+                raise RuntimeError(f"worker did not serve its counters:\n{child.tail()}")
+            time.sleep(0.2)
+        time.sleep(settle_s)  # let the worker finish joining its group
+        t = time.time()
+        cpu0 = child.cpu_s()
+        asyncio.run(_paced(cfg.bootstrap, topic, feeds.site_ids(prefix.rstrip("-"), sites),
+                           ticks, tick_s, rows))
+        # each tick after the first closes one minute per site: wait for those in the store
+        want, end = sites * (ticks - 1), time.monotonic() + 15.0
+        snap = _get(f"http://127.0.0.1:{port}/counters")
+        while snap["sink"]["written_points"] < want and time.monotonic() < end:
+            time.sleep(0.2)
+            snap = _get(f"http://127.0.0.1:{port}/counters")
+        res.seconds = time.time() - t
+        res.readings = snap["pipelines"]["traffic"]["readings_in"]
+        res.rps = feed_rps
+        res.aggregates = snap["sink"]["written_points"]
+        res.p50_ms = snap["sink"]["close_to_store_ms_p50"]
+        res.p99_ms = snap["sink"]["close_to_store_ms_p99"]
+        res.rss_mb = child.rss_peak_mb()
+        res.cpu_s = child.cpu_s() - cpu0
+        res.note = "feed rate, not capacity"
+    finally:
+        child.stop()
+    return res
+
+
+def _py_spy(pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    exe = Path(PY).parent / "py-spy"
+    if not exe.exists():
+        log("--profile: py-spy is not installed in the venv (.venv/bin/pip install py-spy)")
+        return None
+    out = OUT / f"profile-{slug(name)}.txt"
+    return subprocess.Popen([str(exe), "record", "--pid", str(pid), "--format", "raw",
+                             "--rate", "200", "--nonblocking", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_baseline(cfg: StackConfig, feed: Feed, prefix: str, timeout_s: float) -> Result:
+    """The plain Faust per-event agent on the same topic, in its own consumer group."""
+    result_file = OUT / f"baseline-{prefix}.json"
+    result_file.unlink(missing_ok=True)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": cfg.bootstrap,
+           "BENCH_APP_ID": f"{prefix}baseline", "BENCH_TOPIC": f"{prefix}{feed.topic_suffix}",
+           "BENCH_EXPECT": str(feed.readings), "BENCH_RESULT": str(result_file)}
+    child = Child([PY, str(BENCH / "baseline_app.py"), "worker", "--web-port",
+                   str(free_port()), "--loglevel", "warn"], env,
+                  OUT / "baseline.log").start()
+    res = Result("baseline (plain Faust agent)", readings=feed.readings)
+    try:
+        cpu0 = child.cpu_s()
+        deadline = time.monotonic() + timeout_s
+        while not result_file.exists():
+            if not child.alive():
+                raise RuntimeError(f"baseline exited:\n{child.tail()}")
+            if time.monotonic() > deadline:
+                res.complete, res.note = False, "timed out"
+                return res
+            time.sleep(0.1)
+        time.sleep(0.05)
+        r = json.loads(result_file.read_text())
+        res.seconds = max(r["last"] - r["first"], 1e-9)
+        res.rps = r["readings"] / res.seconds
+        res.rss_mb = child.rss_peak_mb()
+        res.cpu_s = child.cpu_s() - cpu0
+    finally:
+        child.stop()
+        result_file.unlink(missing_ok=True)
+    return res
+
+
+def run_inproc(args: argparse.Namespace, pythonpath: str | None) -> dict[str, Any]:
+    argv = [PY, str(BENCH / "inproc.py"), "--sites", str(min(args.sites, 1000)),
+            "--frames", str(args.inproc_frames), "--singles", str(args.inproc_singles),
+            "--repeat", "1" if args.smoke else "3"]
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"inproc failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def before_tree(rev: str) -> str | None:
+    """Extract ``thurrock_streams`` at git revision ``rev`` into bench/out; None if impossible."""
+    dest = OUT / f"before-{rev[:12]}"
+    if (dest / "thurrock_streams").is_dir():
+        return str(dest)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "thurrock_streams"],
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        log(f"--before {rev}: cannot extract that tree ({exc}); skipped")
+        return None
+    return str(dest)
+
+
+# --------------------------------------------------------------------------- report
+
+def fmt(v: float | None, digits: int = 0) -> str:
+    if v is None or v != v:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+def table(results: list[Result], baseline: float) -> str:
+    head = (f"{'run':34} {'readings':>11} {'seconds':>8} {'readings/s':>11} {'x base':>7} "
+            f"{'aggs':>7} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} {'CPU us/rd':>9}  note")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        per = 1e6 * r.cpu_s / r.readings if r.readings and r.cpu_s == r.cpu_s else None
+        lines.append(
+            f"{r.name:34} {r.readings:>11,} {fmt(r.seconds, 2):>8} {fmt(r.rps):>11} "
+            f"{fmt(r.rps / baseline if baseline else None, 1):>7} {r.aggregates:>7,} "
+            f"{fmt(r.p50_ms):>7} {fmt(r.p99_ms):>7} {fmt(r.rss_mb):>7} {fmt(per, 2):>9}  "
+            f"{'' if r.complete else 'INCOMPLETE '}{r.note.strip()}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="bench/run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny feeds: checks it works (< 45 s)")
+    p.add_argument("--kafka-port", type=int, default=39192)
+    p.add_argument("--store-port", type=int, default=38528)
+    p.add_argument("--stack-dir", default=str(OUT / "stack"))
+    p.add_argument("--sites", type=int, default=10_000, help="traffic sites (single readings)")
+    p.add_argument("--framed-sites", type=int, default=2_000, help="traffic sites (frames)")
+    p.add_argument("--frames-per-site", type=int, default=1,
+                   help="traffic frames of 1,000 readings per site")
+    p.add_argument("--singles-per-site", type=int, default=5)
+    p.add_argument("--air-sites", type=int, default=300)
+    p.add_argument("--air-singles-per-site", type=int, default=20)
+    p.add_argument("--baseline-readings", type=int, default=50_000)
+    p.add_argument("--latency-sites", type=int, default=20,
+                   help="paced latency run: sites, each sending a 1,000-reading frame per 0.5 s")
+    p.add_argument("--latency-ticks", type=int, default=30)
+    p.add_argument("--no-air", action="store_true", help="skip the air runs")
+    p.add_argument("--before", default="",
+                   help="also measure the in-process step of this git revision")
+    p.add_argument("--code-rev", default="",
+                   help="measure thurrock_streams as of this git revision instead of the "
+                   "working tree (e.g. the commit before the optimisations)")
+    p.add_argument("--profile", action="store_true",
+                   help="record each worker with py-spy into bench/out/profile-*.txt")
+    p.add_argument("--timeout", type=float, default=150.0, help="seconds per run at most")
+    args = p.parse_args()
+    if args.smoke:
+        args.sites, args.framed_sites, args.frames_per_site, args.singles_per_site = 40, 40, 1, 10
+        args.air_sites, args.baseline_readings, args.timeout = 10, 1000, 60.0
+        args.latency_sites, args.latency_ticks = 2, 4
+        args.no_air = True
+    args.inproc_frames = 40 if args.smoke else 2000
+    args.inproc_singles = 1000 if args.smoke else 50_000
+    OUT.mkdir(parents=True, exist_ok=True)
+
+    cfg = StackConfig(root=Path(args.stack_dir).resolve(), kafka_port=args.kafka_port,
+                      store_port=args.store_port)
+    t_start = time.monotonic()
+    lines = stack_mod.up(cfg)
+    started = any(line.endswith(")") and "started" in line for line in lines)
+    for line in lines:
+        log(line)
+    try:
+        return _bench(args, cfg, t_start)
+    finally:
+        if started:
+            for line in stack_mod.down(cfg):
+                log(line)
+
+
+def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
+    run = uuid.uuid4().hex[:8]
+    prefix = f"bench{run}-"
+    if args.code_rev:
+        tree = before_tree(args.code_rev)
+        if tree is None:
+            raise SystemExit(f"cannot extract thurrock_streams at {args.code_rev}")
+        os.environ["PYTHONPATH"] = tree  # the workers and inproc.py import that tree
+        log(f"measuring thurrock_streams as of {args.code_rev} ({tree})")
+    log("in-process engine measurements")
+    inproc = run_inproc(args, os.environ.get("PYTHONPATH"))
+    before: dict[str, Any] | None = None
+    if args.before:
+        tree = before_tree(args.before)
+        if tree:
+            log(f"in-process measurements of {args.before}")
+            before = run_inproc(args, tree)
+
+    sites = feeds.site_ids(run, args.sites)
+    framed = list(feeds.traffic_frames(sites[:args.framed_sites], args.frames_per_site, 1000,
+                                       seed=11))
+    singles = list(feeds.traffic_singles(sites, args.singles_per_site, seed=12))
+    runs = [
+        Feed("traffic framed (1,000/frame)", "traffic", "traffic.readings", framed,
+             len(framed) * 1000, feeds.traffic_windows_closed(framed)),
+        Feed("traffic single readings", "traffic", "traffic.readings", singles, len(singles),
+             feeds.traffic_windows_closed(singles)),
+    ]
+    if not args.no_air:
+        air_sites = feeds.site_ids(f"{run}-air", args.air_sites)
+        air_framed = list(feeds.air_frames(air_sites, 1, 1000, seed=13))
+        air_singles = list(feeds.air_singles(air_sites, args.air_singles_per_site, seed=14))
+        runs += [Feed("air framed (1,000/frame)", "air", "air.readings", air_framed,
+                      len(air_framed) * 1000),
+                 Feed("air single samples", "air", "air.readings", air_singles,
+                      len(air_singles))]
+    prefixes = {}
+    for i, feed in enumerate(runs):
+        prefixes[feed.name] = f"{prefix}{i}-"
+        publish(cfg.bootstrap, f"{prefixes[feed.name]}{feed.topic_suffix}", feed.msgs)
+    base_feed = Feed("baseline", "traffic", "traffic.readings",
+                     singles[:args.baseline_readings], min(len(singles), args.baseline_readings))
+    base_prefix = f"{prefix}base-"
+    publish(cfg.bootstrap, f"{base_prefix}traffic.readings", base_feed.msgs)
+
+    log(f"baseline: plain Faust per-event agent on {base_feed.readings:,} single readings")
+    # --smoke only checks that everything works: the baseline runs beside the workers.
+    pool = ThreadPoolExecutor(1)
+    base_job = pool.submit(run_baseline, cfg, base_feed, base_prefix, args.timeout)
+    if not args.smoke:
+        base_job.result()
+    results: list[Result] = []
+    for feed in runs:
+        log(f"worker: {feed.name}, {feed.readings:,} readings"
+            + (f", {feed.windows:,} aggregates expected" if feed.windows is not None else ""))
+        results.append(run_worker(cfg, feed, prefixes[feed.name], args.timeout, args.profile,
+                                  1.0 if args.smoke else 2.0))
+        feed.msgs = []
+
+    log(f"worker: close -> store latency at a paced load ({args.latency_sites} sites)")
+    lat = run_latency(cfg, f"{prefix}lat-", args.latency_sites, args.latency_ticks, 0.5,
+                      1.5 if args.smoke else 3.0)
+    results.append(lat)
+    base = base_job.result()
+    pool.shutdown()
+    results.insert(0, base)
+
+    b = base.rps if base.complete else float("nan")
+    print()
+    print(table(results, b))
+    print()
+    print("in-process, no broker (readings/s):" + (" now vs --before" if before else ""))
+    for k, v in inproc.items():
+        if k.endswith("_rps") or k.endswith("_per_s"):
+            extra = ""
+            if before and k in before:
+                extra = f"   before {before[k]:>12,.0f}   x{v / before[k]:.2f}"
+            print(f"  {k:26} {v:>12,.0f}{extra}")
+    print(f"  aggregates per 1,000 readings: {inproc['aggregates_per_1k_readings']}")
+    print(f"total bench time {time.monotonic() - t_start:.0f} s")
+    framed_r, single_r = results[1], results[2]
+    p99 = lat.p99_ms if lat.p99_ms is not None else float("nan")
+    rss = max(r.rss_mb for r in results[1:])
+    report = {"results": [r.__dict__ for r in results], "inproc": inproc, "before": before,
+              "args": {k: v for k, v in vars(args).items()}}
+    (OUT / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
+        json.dumps(report, indent=1, default=str))
+    met = []
+    for ok, text in ((framed_r.rps >= TARGETS["framed_rps"], "framed>=1M/s"),
+                     (single_r.rps >= TARGETS["single_rps"], "single>=50k/s"),
+                     (p99 <= TARGETS["p99_ms"], "p99<=1000ms"),
+                     (rss <= TARGETS["rss_mb"], "rss<=300MB")):
+        met.append(f"{text}:{'met' if ok else 'MISSED'}")
+    print("targets: " + " ".join(met))
+    print(f"BENCH framed_rps={framed_r.rps:.0f} single_rps={single_r.rps:.0f} "
+          f"baseline_rps={b:.0f} framed_ratio={framed_r.rps / b:.2f} "
+          f"single_ratio={single_r.rps / b:.2f} p99_close_to_store_ms={p99:.0f} "
+          f"rss_mb={rss:.0f}")
+    complete = all(r.complete for r in results)
+    return 0 if complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
