@@ -28,7 +28,6 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from ..alerts.engine import AlertEngine, SiteAlerts
@@ -36,7 +35,7 @@ from ..alerts.notify import Dispatcher
 from ..alerts.rules import Rules
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
-from .readings import SiteTable, partition_for
+from .readings import SiteTable, partition_for, retry_kafka, store_states
 
 __all__ = ["QUIET_S", "AlertAgent", "AlertCounters", "NotifyAgent"]
 
@@ -123,9 +122,7 @@ class AlertAgent:
             events = self._silent(changed, time.monotonic())
             if events:
                 self._count(events)
-                await self._deliver(events)
-                for site, st in changed.items():
-                    self.table[site.encode()] = orjson.dumps(st.to_json())
+                await self._deliver(events, changed)
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(5000, within=0.2):
@@ -143,9 +140,7 @@ class AlertAgent:
         """Evaluate a batch of aggregate records, deliver the events, store the states."""
         async with self.lock:
             events, changed = self.process(messages)
-            await self._deliver(events)
-            for site, st in changed.items():
-                self.table[site.encode()] = orjson.dumps(st.to_json())
+            await self._deliver(events, changed)
 
     def _load(self, site: str) -> SiteAlerts:
         raw = self.table.get(site.encode())
@@ -245,20 +240,19 @@ class AlertAgent:
                         changed[site] = st
         return events
 
-    async def _deliver(self, events: list[dict[str, Any]]) -> None:
-        delay = 0.2
-        while True:
-            try:
-                futs = [await self.alerts_out.send(key=ev["site_id"].encode(),
-                                                   value=orjson.dumps(ev)) for ev in events]
-                if futs:
-                    await asyncio.gather(*futs)
-                return
-            except KafkaError as exc:
-                log.warning("alerts: delivery to Kafka failed (%r); retrying in %.1f s",
-                            exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+    async def _deliver(self, events: list[dict[str, Any]],
+                       changed: dict[str, SiteAlerts]) -> None:
+        """Send the events, then store the states (see :func:`store_states`)."""
+
+        async def send() -> None:
+            futs = [await self.alerts_out.send(key=ev["site_id"].encode(),
+                                               value=orjson.dumps(ev)) for ev in events]
+            if futs:
+                await asyncio.gather(*futs)
+
+        await retry_kafka(send, "alerts")
+        records = {site.encode(): orjson.dumps(st.to_json()) for site, st in changed.items()}
+        await retry_kafka(lambda: store_states(self.table, records), "alerts")
 
 
 class NotifyAgent:

@@ -3,7 +3,8 @@
 The agent takes batches of events, hands their bytes to a :class:`Processor` and
 delivers what it returns in a crash-safe order: dead letters, re-keyed messages and
 aggregates are sent and their delivery awaited; only then are the changed site states
-written to the table (whose changelog Faust flushes before it commits source offsets).
+written to the table, and the step waits until the changelog holds them
+(:func:`store_states`) before it ends and Faust may commit its offsets.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import ChainMap
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import faust
@@ -36,6 +37,47 @@ CLOSED_AT = "thurrock-closed-at"
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partition for a key (murmur2, as the Java and Python clients)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def retry_kafka(send: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run ``send`` until Kafka takes it, backing off up to 30 s between tries."""
+    delay = 0.2
+    while True:
+        try:
+            await send()
+            return
+        except KafkaError as exc:
+            log.warning("%s: delivery to Kafka failed (%r); retrying in %.1f s", what, exc,
+                        delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def store_states(table: Any, records: Mapping[bytes, bytes]) -> None:
+    """Put records in a table and return once its changelog holds them (acks=all).
+
+    Faust commits source offsets without waiting for the changelog records that table
+    writes leave in its producer buffer; a ``kill -9`` could then keep offsets newer than
+    the stored states, and the replay would miss readings. Awaiting the records here,
+    before the step ends and its batch is acknowledged, keeps the order outputs → states
+    → offsets. Rewriting a record is harmless, so a failed try is simply repeated.
+
+    The last record of each changelog partition is sent on its own, after the others:
+    a broker whose end offset is the last record *batch*'s first offset + 1 (Tansu, the
+    local stack's broker) would otherwise hide the tail of that batch from recovery.
+    """
+    last: dict[int, tuple[bytes, bytes]] = {}
+    first: list[tuple[int, bytes, bytes]] = []
+    for key, value in records.items():
+        table.data[key] = value  # the table's contents; the changelog record follows
+        p = table.partition_for_key(key)
+        if p in last:
+            first.append((p, *last[p]))
+        last[p] = (key, value)
+    for batch in (first, [(p, k, v) for p, (k, v) in last.items()]):
+        futures = [table.send_changelog(p, k, v) for p, k, v in batch]
+        if futures:
+            await asyncio.gather(*futures)
 
 
 class SiteTable(faust.Table):
@@ -216,20 +258,13 @@ class ReadingsAgent:
                 self.last_seen[site] = now
 
     async def _deliver(self, out: StepOutput) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await self._send(out)
-                break
-            except KafkaError as exc:
-                log.warning("%s: delivery to Kafka failed (%r); retrying in %.1f s",
-                            self.kind, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        await retry_kafka(lambda: self._send(out), self.kind)
+        records = {}
         for site, state in out.changed.items():
             data = state.encode()
-            self.table[site.encode()] = data
+            records[site.encode()] = data
             self.cache[site] = (data, state)
+        await retry_kafka(lambda: store_states(self.table, records), self.kind)
 
     async def _send(self, out: StepOutput) -> None:
         pending = []
