@@ -194,30 +194,40 @@ def _get(url: str) -> Any:
         return json.loads(r.read())
 
 
-def run_worker(cfg: StackConfig, feed: Feed, prefix: str, timeout_s: float,
-               profile: bool, quiet_s: float = 2.0) -> Result:
-    """One worker process on a topic filled beforehand; measured from its counters page."""
+def start_worker(cfg: StackConfig, prefix: str, log_name: str) -> tuple[Child, int]:
+    """A ``thurrock-streams worker`` on this run's topics; returns it and its web port."""
     port = free_port()
     env = {**os.environ, **cfg.env(), "TOPIC_PREFIX": prefix, "THURROCK_APP_ID": f"{prefix}app",
            "IDLE_FLUSH_S": "3600", "THURROCK_TOPIC_PARTITIONS": str(PARTITIONS)}
     child = Child([PY, "-m", "thurrock_streams", "worker", "--web-port", str(port),
-                   "--loglevel", "warn"], env, OUT / f"worker-{slug(feed.name)}.log").start()
+                   "--loglevel", "warn"], env, OUT / log_name).start()
+    return child, port
+
+
+def first_counters(child: Child, port: int) -> tuple[float, dict[str, Any]]:
+    """Wait (up to 120 s) until the worker serves ``/counters``; (when, the page)."""
+    end_wait = time.monotonic() + 120
+    while True:
+        if not child.alive():
+            raise RuntimeError(f"worker exited:\n{child.tail()}")
+        with contextlib.suppress(OSError, ValueError):
+            t_page = time.time()
+            return t_page, _get(f"http://127.0.0.1:{port}/counters")
+        if time.monotonic() > end_wait:
+            raise RuntimeError(f"worker did not serve its counters:\n{child.tail()}")
+        time.sleep(0.2)
+
+
+def run_worker(cfg: StackConfig, feed: Feed, prefix: str, timeout_s: float,
+               profile: bool, quiet_s: float = 2.0) -> Result:
+    """One worker process on a topic filled beforehand; measured from its counters page."""
+    child, port = start_worker(cfg, prefix, f"worker-{slug(feed.name)}.log")
     spy: subprocess.Popen[bytes] | None = None
     res = Result(feed.name, readings=feed.readings)
     try:
-        end_wait = time.monotonic() + 120
-        while True:
-            if not child.alive():
-                raise RuntimeError(f"worker exited:\n{child.tail()}")
-            with contextlib.suppress(OSError, ValueError):
-                t_page = time.time()
-                if _get(f"http://127.0.0.1:{port}/counters")["pipelines"][feed.kind][
-                        "readings_in"]:
-                    res.note = "consumed before the first poll (short run: rough timing) "
-                break
-            if time.monotonic() > end_wait:
-                raise RuntimeError(f"worker did not serve its counters:\n{child.tail()}")
-            time.sleep(0.2)
+        t_page, page = first_counters(child, port)
+        if page["pipelines"][feed.kind]["readings_in"]:
+            res.note = "consumed before the first poll (short run: rough timing) "
         if profile:
             spy = _py_spy(child.pid, feed.name)
         last_zero = t_page
@@ -313,25 +323,12 @@ def run_latency(cfg: StackConfig, prefix: str, sites: int, ticks: int, tick_s: f
     """
     rows = 1000
     feed_rps = sites * rows / tick_s
-    port = free_port()
-    env = {**os.environ, **cfg.env(), "TOPIC_PREFIX": prefix, "THURROCK_APP_ID": f"{prefix}app",
-           "IDLE_FLUSH_S": "3600", "THURROCK_TOPIC_PARTITIONS": str(PARTITIONS)}
     topic = f"{prefix}traffic.readings"
     create_topic(cfg.bootstrap, topic)
-    child = Child([PY, "-m", "thurrock_streams", "worker", "--web-port", str(port),
-                   "--loglevel", "warn"], env, OUT / "worker-latency.log").start()
+    child, port = start_worker(cfg, prefix, "worker-latency.log")
     res = Result(f"paced {feed_rps / 1000:.0f}k rd/s: close->store", readings=sites * rows * ticks)
     try:
-        end_wait = time.monotonic() + 120
-        while True:
-            if not child.alive():
-                raise RuntimeError(f"worker exited:\n{child.tail()}")
-            with contextlib.suppress(OSError, ValueError):
-                _get(f"http://127.0.0.1:{port}/counters")
-                break
-            if time.monotonic() > end_wait:
-                raise RuntimeError(f"worker did not serve its counters:\n{child.tail()}")
-            time.sleep(0.2)
+        first_counters(child, port)
         time.sleep(settle_s)  # let the worker finish joining its group
         t = time.time()
         cpu0 = child.cpu_s()

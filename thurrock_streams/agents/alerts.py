@@ -35,7 +35,7 @@ from ..alerts.notify import Dispatcher
 from ..alerts.rules import Rules
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
-from .readings import SiteTable, partition_for, retry_kafka, store_states
+from .readings import LoopLock, SiteTable, partition_for, retry_kafka, store_states
 
 __all__ = ["QUIET_S", "AlertAgent", "AlertCounters", "NotifyAgent"]
 
@@ -68,7 +68,7 @@ class AlertCounters:
                 "replayed_skipped": self.replayed_skipped, "events": dict(self.events)}
 
 
-class AlertAgent:
+class AlertAgent(LoopLock):
     """Aggregates in, alert events out; state in the ``alert-sites`` table."""
 
     def __init__(self, app: faust.App, settings: Settings, rules: Rules) -> None:
@@ -93,17 +93,9 @@ class AlertAgent:
         self.last_rx: dict[tuple[str, int], float] = {}
         self._assigned_at = time.monotonic()
         self._index_stale = True
-        self._lock: asyncio.Lock | None = None
         app.agent(self.sources, name="alerts")(self._run)
         app.timer(interval=2.0, name="alerts-silent")(self._silent_timer)
         app.on_partitions_assigned.connect(self._on_assigned)
-
-    @property
-    def lock(self) -> asyncio.Lock:
-        """Serialises steps (created on the running loop)."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
         self._index_stale = True

@@ -80,6 +80,19 @@ async def store_states(table: Any, records: Mapping[bytes, bytes]) -> None:
             await asyncio.gather(*futures)
 
 
+class LoopLock:
+    """A lock serialising an agent's steps and timers, created on the running loop."""
+
+    _lock: asyncio.Lock | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """The agent's lock."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+
 class SiteTable(faust.Table):
     """A table keyed by site_id whose changelog partition is the site's Kafka partition.
 
@@ -116,7 +129,7 @@ class _States(Mapping[str, SiteState]):
         return len(self._owner.table)
 
 
-class ReadingsAgent:
+class ReadingsAgent(LoopLock):
     """Binds one pipeline (traffic or air) to the app."""
 
     def __init__(self, app: faust.App, settings: Settings, pipeline: Pipeline, source: str,
@@ -142,7 +155,6 @@ class ReadingsAgent:
             help=f"{self.kind} site states (windows, watermark, applied offsets)"))
         self.cache: dict[str, tuple[bytes, SiteState]] = {}
         self.last_seen: dict[str, float] = {}
-        self._lock: asyncio.Lock | None = None
         # Up to 50,000 messages a batch: with thousands of sites sending single readings,
         # the fixed cost of a step per site (state copy, windows, one changelog record)
         # is shared by several readings instead of one. A batch of large frames is stepped
@@ -154,13 +166,6 @@ class ReadingsAgent:
         app.agent(self.sources, name=f"{self.kind}-readings")(self._run)
         app.timer(interval=1.0, name=f"{self.kind}-idle-flush")(self._idle_flush)
         app.on_partitions_assigned.connect(self._on_assigned)
-
-    @property
-    def lock(self) -> asyncio.Lock:
-        """Serialises steps and idle flushes (created on the running loop)."""
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
 
     def _partition_of(self, site: str) -> int:
         return partition_for(site.encode(), self.partitions)
