@@ -178,13 +178,14 @@ def test_congestion_15m_windows_and_gaps_do_not_count(engine: AlertEngine) -> No
 def test_sensor_silent(engine: AlertEngine) -> None:
     st = SiteAlerts()
     run(engine, "traffic", [minute(0, 0.1)], st)
-    assert engine.silent(SITE, st, "traffic", T0 + 899) == []
-    ev = engine.silent(SITE, st, "traffic", T0 + 900)
+    assert engine.silent(SITE, st, "traffic", T0 + 900) == []  # strictly more than 900 s
+    ev = engine.silent(SITE, st, "traffic", T0 + 960)
     assert [(e["rule"], e["state"], e["value"], e["threshold"], e["ts"]) for e in ev] == [
-        ("sensor_silent", "raised", 900, 900, T0 + 900)]
+        ("sensor_silent", "raised", 960, 900, T0 + 960)]
     assert engine.silent(SITE, st, "traffic", T0 + 5000) == []  # open: no repeat
     # its last minutes, closed late by the idle flush, are no sign of life
     assert run(engine, "traffic", [minute(1, 0.1), minute(14, 0.1)], st) == []
+    assert run(engine, "traffic", [minute(15, 0.1)], st) == []  # before it was found silent
     got = run(engine, "traffic", [minute(30, 0.1)], st)
     assert got == [("sensor_silent", "cleared", "low", 1800, 900, T0 + 1800)]
 
@@ -298,24 +299,26 @@ def test_pipelines_mark_flat_lining_windows_the_same_whatever_the_batching() -> 
     assert marked == [(T0 + 3600, "15m", {"stuck": {"no2_ugm3": 35}})]
 
 
-def test_silent_compares_within_a_partition_at_once_and_across_once_quiet() -> None:
-    from thurrock_streams.agents.alerts import QUIET_S, AlertAgent
+def test_silent_needs_event_time_lag_and_a_quiet_site() -> None:
+    from thurrock_streams.agents.alerts import AlertAgent, quiet_s
 
     agent = object.__new__(AlertAgent)  # the Faust-free part of the agent
     agent.engine = AlertEngine(load_rules())
     states: dict[str, SiteAlerts] = {}
     agent._load = lambda site: states.setdefault(site, SiteAlerts())  # type: ignore[method-assign]
     agent._assigned_at = 0.0
-    for site, ts in (("a", T0), ("b", T0 + 1000), ("c", T0 + 5000)):
+    agent.quiet_s = quiet_s(60.0)
+    assert agent.quiet_s == 65.0 and quiet_s(4.0) == 30.0
+    for site, ts in (("a", T0), ("b", T0 + 900), ("c", T0 + 5000)):
         states[site] = SiteAlerts(seen={"traffic": ts})
-    # a and b share partition 0, c is alone on partition 1; both got records just now
-    agent.newest = {("traffic", 0): {"a": T0, "b": T0 + 1000}, ("traffic", 1): {"c": T0 + 5000}}
-    agent.last_rx = {("traffic", 0): 100.0, ("traffic", 1): 100.0}
+    agent.newest = {"traffic": {"a": T0, "b": T0 + 900, "c": T0 + 5000}, "air": {"q": T0}}
+    # b got a new window just now, a 60 s ago: both far behind c in event time
+    agent.last_rx = {"a": 40.0, "b": 100.0, "c": 100.0}
     changed: dict[str, SiteAlerts] = {}
-    evs = agent._silent(changed, now=100.0)
-    # a is 1000 s behind b on its own partition; c being ahead counts only once quiet
-    assert [(e["site_id"], e["value"], e["ts"]) for e in evs] == [("a", 1000, T0 + 1000)]
-    assert agent._silent(changed, now=100.0 + QUIET_S - 1) == []
-    evs = agent._silent(changed, now=100.0 + QUIET_S)
-    assert [(e["site_id"], e["value"], e["ts"]) for e in evs] == [("b", 4000, T0 + 5000)]
-    assert set(changed) == {"a", "b"}
+    assert agent._silent(changed, now=100.0) == []  # nobody quiet for 65 s yet
+    evs = agent._silent(changed, now=105.0)
+    assert [(e["site_id"], e["value"], e["ts"]) for e in evs] == [("a", 5000, T0 + 5000)]
+    evs = agent._silent(changed, now=165.0)
+    assert [(e["site_id"], e["value"], e["ts"]) for e in evs] == [("b", 4100, T0 + 5000)]
+    assert agent._silent(changed, now=1000.0) == []  # open alerts do not repeat
+    assert set(changed) == {"a", "b"}  # c is the newest; q is alone of its kind

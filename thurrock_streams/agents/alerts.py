@@ -37,13 +37,14 @@ from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
 from .readings import LoopLock, SiteTable, partition_for, retry_kafka, store_states
 
-__all__ = ["QUIET_S", "AlertAgent", "AlertCounters", "NotifyAgent"]
+__all__ = ["AlertAgent", "AlertCounters", "NotifyAgent", "quiet_s"]
 
 log = logging.getLogger(__name__)
 
-#: Wall-clock seconds without records from a partition after which its sites are also
-#: compared with the sites of the worker's other partitions (``sensor_silent``).
-QUIET_S = 10.0
+def quiet_s(idle_flush_s: float) -> float:
+    """Wall-clock seconds without a new window from a site before it may be called
+    silent: past the idle flush that writes its last windows, and never under 30 s."""
+    return max(30.0, idle_flush_s + 5.0)
 
 
 def _newest_other(top2: list[float], own: float) -> float:
@@ -89,8 +90,9 @@ class AlertAgent(LoopLock):
         # Newest window end (UTC epoch s) per (kind, partition) and site, for
         # sensor_silent; rebuilt from the table after each rebalance. And when (monotonic
         # s) a record of each (kind, partition) last came in.
-        self.newest: dict[tuple[str, int], dict[str, float]] = {}
-        self.last_rx: dict[tuple[str, int], float] = {}
+        self.newest: dict[str, dict[str, float]] = {}
+        self.last_rx: dict[str, float] = {}
+        self.quiet_s = quiet_s(settings.idle_flush_s)
         self._assigned_at = time.monotonic()
         self._index_stale = True
         app.agent(self.sources, name="alerts")(self._run)
@@ -149,9 +151,8 @@ class AlertAgent(LoopLock):
             site = key.decode()
             if not self._owned(site):
                 continue  # a standby copy of another worker's site
-            p = partition_for(key, self.partitions)
             for kind, ts in self._load(site).seen.items():
-                self.newest.setdefault((kind, p), {})[site] = ts
+                self.newest.setdefault(kind, {})[site] = ts
         self._index_stale = False
 
     def process(self, messages: list[tuple[str, int, int, bytes | None]]
@@ -164,7 +165,6 @@ class AlertAgent(LoopLock):
         now = time.monotonic()
         for topic, partition, offset, value in messages:
             kind = self.kind_of.get(topic, "air")
-            self.last_rx[(kind, partition)] = now
             try:
                 rec = orjson.loads(value or b"")
                 site = str(rec["site_id"])
@@ -186,9 +186,10 @@ class AlertAgent(LoopLock):
                 self.counters.unreadable += 1
                 log.error("alerts: cannot evaluate %s:%d@%d: %r", topic, partition, offset, exc)
             changed[site] = st
+            if st.seen.get(kind) == float(rec["ts"]):  # a newer window of this site
+                self.last_rx[site] = now
             if kind in st.seen:
-                group = (kind, partition_for(site.encode(), self.partitions))
-                self.newest.setdefault(group, {})[site] = st.seen[kind]
+                self.newest.setdefault(kind, {})[site] = st.seen[kind]
         events += self._silent(changed, now)
         self._count(events)
         return events, changed
@@ -200,36 +201,34 @@ class AlertAgent(LoopLock):
     def _silent(self, changed: dict[str, SiteAlerts], now: float) -> list[dict[str, Any]]:
         """Raise ``sensor_silent`` for sites lagging the others of their kind.
 
-        The others of the same partition are always a fair reference: a partition's
-        records arrive in order. Sites of other partitions (all this worker owns) count
-        only once the site's partition has been quiet for ``QUIET_S`` of wall-clock time,
-        so a replay or a catch-up that reads the partitions unevenly raises nothing, and a
-        site alone in its partition is still found silent.
+        Two conditions, so that neither a replay nor a catch-up that reads partitions
+        unevenly raises anything: in event time, the site's newest window is more than
+        ``after_s`` behind the newest window of the other sites of its kind that this
+        worker owns; and in wall-clock time, no newer window of the site has come in for
+        :func:`quiet_s` (a site that is only behind in processing keeps getting windows).
         """
         after = self.engine.rules.silent_after_s
         events: list[dict[str, Any]] = []
         if after is None:
             return events
-        for kind in sorted({k for k, _ in self.newest}):
-            groups = {p: seen for (k, p), seen in self.newest.items() if k == kind and seen}
-            if sum(len(seen) for seen in groups.values()) < 2:
+        for kind in sorted(self.newest):
+            seen = self.newest[kind]
+            if len(seen) < 2:
                 continue  # "while others report": a lone site is never silent
-            tops = {p: sorted(seen.values())[-2:] for p, seen in groups.items()}
-            for p, seen in groups.items():
-                quiet = now - self.last_rx.get((kind, p), self._assigned_at) >= QUIET_S
-                for site, ts in seen.items():
-                    ref = _newest_other(tops[p], ts)
-                    if quiet:
-                        ref = max([ref, *(max(t) for q, t in tops.items() if q != p)])
-                    if ref - ts < after:
-                        continue
-                    st = changed.get(site) or self._load(site)
-                    if "sensor_silent" in st.open:
-                        continue
-                    ev = self.engine.silent(site, st, kind, ref)
-                    if ev:
-                        events += ev
-                        changed[site] = st
+            top2 = sorted(seen.values())[-2:]
+            for site, ts in seen.items():
+                ref = _newest_other(top2, ts)
+                if ref - ts <= after:
+                    continue
+                if now - self.last_rx.get(site, self._assigned_at) < self.quiet_s:
+                    continue
+                st = changed.get(site) or self._load(site)
+                if "sensor_silent" in st.open:
+                    continue
+                ev = self.engine.silent(site, st, kind, ref)
+                if ev:
+                    events += ev
+                    changed[site] = st
         return events
 
     async def _deliver(self, events: list[dict[str, Any]],

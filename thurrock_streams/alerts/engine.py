@@ -22,7 +22,7 @@ Rules (defaults in ``data/alert_rules.toml``; docs/alerts.md explains each):
   level, cleared after M consecutive minutes below the clear level. A minute without
   vehicles counts as free-flowing (index 0); a minute whose vehicles all stood still
   (no speed above 0, so no space-mean speed) counts as fully congested (index 1).
-- ``sensor_silent``: a site whose newest window is ``after_s`` or more behind the newest
+- ``sensor_silent``: a site whose newest window is more than ``after_s`` behind the newest
   window of the other sites of the same kind (which sites count is the agent's choice,
   see :meth:`AlertAgent._silent <thurrock_streams.agents.alerts.AlertAgent._silent>`);
   cleared by a window of its own at or after the event time at which it was found
@@ -130,7 +130,7 @@ class AlertEngine:
         if after is None or last is None or rule in state.open:
             return []
         lag = newest - last
-        if lag < after:
+        if lag <= after:  # strictly more: air windows end 900 s apart
             return []
         state.open[rule] = {"level": 1, "kind": kind, "since": newest, "last": last}
         return [_event(site, rule, "moderate", "raised", _num(lag), _num(after), newest,
