@@ -69,7 +69,7 @@ def totals(counters: dict[str, Any]) -> dict[str, Any]:
             "accepted": sum(p["accepted"] for p in pipes), "deadlettered": +dead}
 
 
-def wait_readings(worker: Any, n: int, what: str, timeout: float = 60) -> dict[str, Any]:
+def wait_readings(worker: Any, n: int, what: str, timeout: float = 150) -> dict[str, Any]:
     """The summed counters once ``n`` readings came in (fails with the last ones seen)."""
     last: list[dict[str, Any]] = []
 
