@@ -35,7 +35,15 @@ from ..alerts.notify import Dispatcher
 from ..alerts.rules import Rules
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
-from .readings import LoopLock, SiteTable, partition_for, retry_kafka, store_states
+from .readings import (
+    LoopLock,
+    SiteTable,
+    finish,
+    partition_for,
+    retry_kafka,
+    store_states,
+    tables_ready,
+)
 
 __all__ = ["AlertAgent", "AlertCounters", "NotifyAgent", "quiet_s"]
 
@@ -105,9 +113,9 @@ class AlertAgent(LoopLock):
         self.last_rx.clear()
 
     async def _silent_timer(self) -> None:
-        """Check for silent sites when no aggregates come in (a lone site's partition)."""
-        tables: Any = self.app.tables
-        if not tables.recovery.completed.is_set() or self.app.rebalancing:
+        """Check for silent sites (the only place: a site is silent only after
+        :func:`quiet_s` of wall-clock time, which a 2-second timer catches)."""
+        if not tables_ready(self.app):
             return
         async with self.lock:
             if self._index_stale:
@@ -122,13 +130,7 @@ class AlertAgent(LoopLock):
         async for events in stream.take_events(5000, within=0.2):
             msgs = [(ev.message.topic, ev.message.partition, ev.message.offset,
                      ev.message.value) for ev in events]
-            # As for the readings: finish the step before Faust acks the batch.
-            task = asyncio.ensure_future(self.step(msgs))
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                await task
-                raise
+            await finish(self.step(msgs))
 
     async def step(self, messages: list[tuple[str, int, int, bytes | None]]) -> None:
         """Evaluate a batch of aggregate records, deliver the events, store the states."""
@@ -190,7 +192,6 @@ class AlertAgent(LoopLock):
                 self.last_rx[site] = now
             if kind in st.seen:
                 self.newest.setdefault(kind, {})[site] = st.seen[kind]
-        events += self._silent(changed, now)
         self._count(events)
         return events, changed
 

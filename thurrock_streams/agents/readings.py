@@ -39,6 +39,26 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+async def finish(step: Awaitable[None]) -> None:
+    """Run a step to its end even if the agent is cancelled meanwhile.
+
+    Faust acks a batch when the agent's loop body ends, even by an exception or a
+    cancellation, and may then commit its offsets: so a step must finish (it retries
+    delivery and never raises on input) before the body ends.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+def tables_ready(app: Any) -> bool:
+    """Tables recovered and no rebalance under way: a timer may read and write them."""
+    return bool(app.tables.recovery.completed.is_set() and not app.rebalancing)
+
+
 async def retry_kafka(send: Callable[[], Awaitable[None]], what: str) -> None:
     """Run ``send`` until Kafka takes it, backing off up to 30 s between tries."""
     delay = 0.2
@@ -177,16 +197,7 @@ class ReadingsAgent(LoopLock):
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
-            # Faust acks a batch when this body ends, even by an exception or a
-            # cancellation, and may then commit its offsets: so a step must finish (it
-            # retries delivery and never raises on input) before the body ends.
-            task = asyncio.ensure_future(self.step_chunks([self._raw(ev.message)
-                                                           for ev in events]))
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                await task
-                raise
+            await finish(self.step_chunks([self._raw(ev.message) for ev in events]))
 
     def _raw(self, m: Any) -> RawMessage:
         if m.topic == self.rekey_out.get_topic_name():
@@ -247,8 +258,7 @@ class ReadingsAgent(LoopLock):
         return merged
 
     async def _idle_flush(self) -> None:
-        tables: Any = self.app.tables
-        if not tables.recovery.completed.is_set() or self.app.rebalancing:
+        if not tables_ready(self.app):
             return
         async with self.lock:
             now = time.monotonic()

@@ -44,7 +44,7 @@ from typing import Any
 
 from ..kernels.daqi import DAQI_PERIOD, band_name
 from ..readings import POLLUTANT_FIELDS
-from .rules import Rules
+from .rules import LimitRule, Rules
 
 __all__ = ["SEVERITIES", "AlertEngine", "SiteAlerts"]
 
@@ -197,7 +197,7 @@ class AlertEngine:
             st["low"] = 0
         return []
 
-    def _limit(self, site: str, state: SiteAlerts, rec: dict[str, Any], limit: Any,
+    def _limit(self, site: str, state: SiteAlerts, rec: dict[str, Any], limit: LimitRule,
                ts: float) -> list[dict[str, Any]]:
         if limit.day_end_only and ts % 86400.0 != 0.0:
             return []
