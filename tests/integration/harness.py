@@ -49,6 +49,19 @@ def poll(fn: Callable[[], Any], until: Callable[[Any], bool], timeout: float, wh
     return box[0]
 
 
+def holds(fn: Callable[[], Any], ok: Callable[[Any], bool], seconds: float, what: str,
+          every: float = 0.5) -> Any:
+    """Check that ``ok(fn())`` stays true for ``seconds`` (for what must *not* happen,
+    which no condition can signal); return the last value."""
+    end = time.monotonic() + seconds
+    while True:
+        value = fn()
+        assert ok(value), f"{what} no longer holds: {value!r}"[:2000]
+        if time.monotonic() > end:
+            return value
+        time.sleep(every)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,7 +91,8 @@ class Worker:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "thurrock_streams", "worker", "--web-port",
-             str(self.web_port), "--loglevel", "info"],
+             str(self.web_port), "--loglevel",
+             os.environ.get("THURROCK_TEST_WORKER_LOGLEVEL", "info")],
             env=self.env, cwd=tmp, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         log.close()

@@ -13,7 +13,7 @@ from thurrock_streams.stack import StackConfig
 from thurrock_streams.traffic import TrafficPipeline
 
 from .feeds import expected_aggregates, traffic_feed
-from .harness import poll, send, series, wait_for
+from .harness import holds, poll, send, series, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +95,34 @@ def test_store_outage_delays_but_loses_nothing(
                    120, "every window after the store came back")
     assert_same(got, want)
     assert worker.counters()["sink"]["outage_s"] == 0.0
+
+
+def test_a_second_worker_takes_half_the_sites_and_flushes_only_its_own(
+        stack: StackConfig, prefix: str, make_worker: Any) -> None:
+    """Scaled out mid-feed: the newcomer recovers a standby copy of the sites it does not
+    own, with their windows still open; closing those is their owner's job, so no window
+    is ever written with other values than an uninterrupted run's. (The idle flush is
+    longer than the pause while the second worker joins: windows flushed then would make
+    the rest of the feed late.)"""
+    sites = [f"{prefix}S{i}" for i in range(8)]
+    feed = traffic_feed(sites, minutes=10, seed=3)
+    want = expected_aggregates(feed, pipeline())
+    idle = 15
+    first = make_worker(IDLE_FLUSH_S=str(idle))
+    half = len(feed) // 2
+    send(stack, f"{prefix}traffic.readings", feed[:half])
+    wait_for(lambda: written(stack, prefix), 60, "the first aggregates")
+    second = make_worker(IDLE_FLUSH_S=str(idle))
+    assigned = "Executing _on_partitions_assigned"
+    wait_for(lambda: first.log().count(assigned) >= 2 and assigned in second.log(), 60,
+             "both workers to hold partitions")
+    send(stack, f"{prefix}traffic.readings", feed[half:])
+    poll(lambda: written(stack, prefix), lambda g: len(g) >= len(want), 90, "every window")
+    assert all(w.counters()["pipelines"]["traffic"]["readings_in"] > 0
+               for w in (first, second)), "both workers had sites"
+    # a standby copy is seen (and its idle timer starts) when the newcomer recovers, before
+    # the rest of the feed: so a wrongful flush of it comes before the owner's last flush;
+    # a few seconds more catch a late one
+    got = holds(lambda: written(stack, prefix), lambda g: set(g) == set(want), 5,
+                "no other windows")
+    assert_same(got, want)

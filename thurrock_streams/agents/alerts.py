@@ -28,7 +28,6 @@ from typing import Any
 
 import faust
 import orjson
-from faust.types import TP
 
 from ..alerts.engine import AlertEngine, SiteAlerts
 from ..alerts.notify import Dispatcher
@@ -39,6 +38,7 @@ from .readings import (
     LoopLock,
     SiteTable,
     finish,
+    owned_partitions,
     partition_for,
     retry_kafka,
     store_states,
@@ -142,16 +142,12 @@ class AlertAgent(LoopLock):
         raw = self.table.get(site.encode())
         return SiteAlerts() if raw is None else SiteAlerts.from_json(orjson.loads(raw))
 
-    def _owned(self, site: str) -> bool:
-        actives = self.app.assignor.assigned_actives()
-        p = partition_for(site.encode(), self.partitions)
-        return any(TP(t, p) in actives for t in self.kind_of)
-
     def _rebuild_index(self) -> None:
         self.newest = {}
+        mine = owned_partitions(self.app, self.kind_of)
         for key in list(self.table.keys()):
             site = key.decode()
-            if not self._owned(site):
+            if partition_for(key, self.partitions) not in mine:
                 continue  # a standby copy of another worker's site
             for kind, ts in self._load(site).seen.items():
                 self.newest.setdefault(kind, {})[site] = ts

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import ChainMap
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
@@ -98,6 +98,16 @@ async def store_states(table: Any, records: Mapping[bytes, bytes]) -> None:
         futures = [table.send_changelog(p, k, v) for p, k, v in batch]
         if futures:
             await asyncio.gather(*futures)
+
+
+def owned_partitions(app: Any, topics: Iterable[str]) -> set[int]:
+    """The partitions of ``topics`` this worker holds as active (not as a standby).
+
+    A table also holds standby copies of other workers' partitions; a timer must act only
+    on the sites of its own, or two workers would write the same site's windows.
+    """
+    names = set(topics)
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in names}
 
 
 class LoopLock:
@@ -263,7 +273,10 @@ class ReadingsAgent(LoopLock):
         async with self.lock:
             now = time.monotonic()
             states = _States(self)
+            mine = owned_partitions(self.app, self.sources.topics)
             for site in list(states):
+                if self._partition_of(site) not in mine:
+                    continue  # a standby copy of another worker's site
                 seen = self.last_seen.setdefault(site, now)
                 if now - seen < self.settings.idle_flush_s:
                     continue
