@@ -15,7 +15,7 @@ from .agents.sink import SinkAgent
 from .air import AirPipeline
 from .alerts.notify import Dispatcher, notifiers_from_settings
 from .alerts.rules import Rules, load_rules
-from .settings import Settings
+from .settings import SESSION_TIMEOUT_S, Settings
 from .topics import (
     AIR_AGGREGATES,
     AIR_READINGS,
@@ -91,7 +91,10 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
         consumer_auto_offset_reset="earliest",
         # Short group timeouts: a worker joins in seconds and a dead one is replaced fast.
         broker_rebalance_timeout=settings.rebalance_timeout_s,
-        broker_session_timeout=10.0,
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        # Bounds each broker request and each of Faust's recovery steps (its default, 90 s,
+        # once held a worker that long after a rebalance; docs/operations.md).
+        broker_request_timeout=settings.request_timeout_s,
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=65_536,

@@ -54,6 +54,22 @@ def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float
     return value
 
 
+#: The consumer group's session timeout (s), fixed in the app (docs/operations.md).
+SESSION_TIMEOUT_S = 10.0
+
+
+def _request_timeout(env: Mapping[str, str], rebalance_s: float) -> float:
+    """Kafka request timeout (s): by default 30 s, and 10 s more than the rebalance
+    timeout when that is longer (a JoinGroup request is answered only when the rebalance
+    ends). It bounds every wait on the broker, including Faust's table-recovery steps."""
+    name = "THURROCK_REQUEST_TIMEOUT_S"
+    value = _env_float(env, name, max(30.0, rebalance_s + 10.0), SESSION_TIMEOUT_S)
+    if value <= rebalance_s:
+        raise SettingsError(f"{name}={value:g} must be longer than "
+                            f"THURROCK_REBALANCE_TIMEOUT_S={rebalance_s:g}")
+    return value
+
+
 def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -102,6 +118,7 @@ class Settings:
     app_id: str = "thurrock-streams"
     topic_partitions: int = 4
     rebalance_timeout_s: float = 3.0
+    request_timeout_s: float = 30.0
     sink_batch_size: int = 5000
     sink_max_backoff_s: float = 30.0
     # Alerts (CONTRACT.md §6; docs/alerts.md): the rules file and the notifiers.
@@ -122,6 +139,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Build settings from environment variables; raise SettingsError on a bad value."""
         e = os.environ if env is None else env
+        rebalance = _env_float(e, "THURROCK_REBALANCE_TIMEOUT_S", 3.0, 0.5)
         protocol = e.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper() or "PLAINTEXT"
         if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of "
@@ -143,7 +161,8 @@ class Settings:
             kafka_ssl_cafile=e.get("KAFKA_SSL_CAFILE", ""),
             app_id=e.get("THURROCK_APP_ID") or cls.app_id,
             topic_partitions=_env_int(e, "THURROCK_TOPIC_PARTITIONS", 4, 1),
-            rebalance_timeout_s=_env_float(e, "THURROCK_REBALANCE_TIMEOUT_S", 3.0, 0.5),
+            rebalance_timeout_s=rebalance,
+            request_timeout_s=_request_timeout(e, rebalance),
             sink_batch_size=_env_int(e, "THURROCK_SINK_BATCH_SIZE", 5000, 1),
             sink_max_backoff_s=_env_float(e, "THURROCK_SINK_MAX_BACKOFF_S", 30.0, 0.1),
             alert_rules_file=e.get("ALERT_RULES_FILE", ""),

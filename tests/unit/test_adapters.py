@@ -67,9 +67,18 @@ def test_settings_from_env_and_secrets_never_print() -> None:
     assert repr(Secret("x")) == "Secret('**********')"
 
 
+def test_request_timeout_outlasts_the_rebalance_timeout() -> None:
+    assert Settings.from_env({}).request_timeout_s == 30.0
+    assert Settings.from_env({"THURROCK_REBALANCE_TIMEOUT_S": "30"}).request_timeout_s == 40.0
+    assert Settings.from_env({"THURROCK_REQUEST_TIMEOUT_S": "12"}).request_timeout_s == 12.0
+
+
 @pytest.mark.parametrize("env", [{"IDLE_FLUSH_S": "soon"}, {"MAX_CLOCK_SKEW_S": "-1"},
                                  {"ALLOWED_LATENESS_S": "nan"},
-                                 {"KAFKA_SECURITY_PROTOCOL": "TLS"}])
+                                 {"KAFKA_SECURITY_PROTOCOL": "TLS"},
+                                 {"THURROCK_REQUEST_TIMEOUT_S": "5"},
+                                 {"THURROCK_REQUEST_TIMEOUT_S": "20",
+                                  "THURROCK_REBALANCE_TIMEOUT_S": "25"}])
 def test_bad_settings_are_named(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match=next(iter(env))):
         Settings.from_env(env)
