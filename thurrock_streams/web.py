@@ -26,6 +26,7 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
             "readings_in": c.readings_in, "accepted": c.accepted,
             "deadlettered": dict(c.deadlettered), "rekeyed_messages": c.rekeyed_messages,
             "replayed_skipped": c.replayed_skipped, "windows_closed": c.windows_closed,
+            "offset_gaps": c.offset_gaps,
             "sites": len(agent.cache),
         }
     return {
@@ -48,7 +49,7 @@ def prometheus(snap: dict[str, Any]) -> str:
     lines = []
     for kind, c in snap["pipelines"].items():
         for name in ("readings_in", "accepted", "rekeyed_messages", "replayed_skipped",
-                     "windows_closed"):
+                     "windows_closed", "offset_gaps"):
             lines.append(f'thurrock_{name}_total{{pipeline="{kind}"}} {c[name]}')
         for reason, n in sorted(c["deadlettered"].items()):
             lines.append(f'thurrock_deadlettered_total{{pipeline="{kind}",reason="{reason}"}} {n}')
