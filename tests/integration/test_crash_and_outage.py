@@ -82,7 +82,8 @@ def test_store_outage_delays_but_loses_nothing(
     wait_for(lambda: written(stack, prefix), 60, "the first aggregates")
     store = next(s for s in stack_mod.services(stack) if s.name == "store")
     pid = stack_mod._running_pid(stack, store)
-    assert pid is not None
+    assert pid is not None, (f"the store on port {stack.store_port} was not started from "
+                             f"{stack.root}: stop the stack another checkout left running")
     stack_mod._stop_pid(pid, 10.0)
     try:
         send(stack, f"{prefix}traffic.readings", feed[third:])
