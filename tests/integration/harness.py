@@ -62,6 +62,14 @@ def holds(fn: Callable[[], Any], ok: Callable[[Any], bool], seconds: float, what
         time.sleep(every)
 
 
+def wait_both_assigned(first: Worker, second: Worker, timeout: float = 60) -> None:
+    """Wait until ``second`` has joined ``first``'s group and both hold partitions (the
+    first worker's second assignment is the rebalance the newcomer caused)."""
+    assigned = "Executing _on_partitions_assigned"
+    wait_for(lambda: first.log().count(assigned) >= 2 and assigned in second.log(), timeout,
+             "both workers to hold partitions")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ from kafka import KafkaAdminClient
 from thurrock_streams.agents.readings import partition_for
 from thurrock_streams.stack import StackConfig
 
-from .harness import consume_all, free_port, poll, send, series, wait_for
+from .harness import consume_all, free_port, poll, send, series, wait_both_assigned, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -278,9 +278,7 @@ def test_a_notifier_that_is_down_does_not_stall_a_rebalance(
     # a second worker joins: the first must give partitions up although its webhook
     # still holds an event it could not deliver
     second = make_worker(**env)
-    assigned = "Executing _on_partitions_assigned"
-    wait_for(lambda: first.log().count(assigned) >= 2 and assigned in second.log(), 60,
-             "the first worker to take part in the rebalance")
+    wait_both_assigned(first, second)
     send(stack, f"{prefix}air.readings", feed[120:])
     got = events(stack, prefix, 2)
     assert brief(got)[1][:3] == (air, "daqi:no2", "cleared")

@@ -13,7 +13,7 @@ from thurrock_streams.stack import StackConfig
 from thurrock_streams.traffic import TrafficPipeline
 
 from .feeds import expected_aggregates, traffic_feed
-from .harness import holds, poll, send, series, wait_for
+from .harness import holds, poll, send, series, wait_both_assigned, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -114,9 +114,7 @@ def test_a_second_worker_takes_half_the_sites_and_flushes_only_its_own(
     send(stack, f"{prefix}traffic.readings", feed[:half])
     wait_for(lambda: written(stack, prefix), 60, "the first aggregates")
     second = make_worker(IDLE_FLUSH_S=str(idle))
-    assigned = "Executing _on_partitions_assigned"
-    wait_for(lambda: first.log().count(assigned) >= 2 and assigned in second.log(), 60,
-             "both workers to hold partitions")
+    wait_both_assigned(first, second)
     send(stack, f"{prefix}traffic.readings", feed[half:])
     poll(lambda: written(stack, prefix), lambda g: len(g) >= len(want), 90, "every window")
     assert all(w.counters()["pipelines"]["traffic"]["readings_in"] > 0

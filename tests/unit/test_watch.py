@@ -24,4 +24,3 @@ def test_screen_shows_traffic_air_and_open_alerts() -> None:
     assert "alerts: 1 open" in screen and "daqi:no2" in screen and "raised" in screen
     note_alert(open_alerts, recent, {**ev, "state": "cleared", "severity": "low"})
     assert "alerts: 0 open" in render(latest, daqi, means, None, open_alerts, recent)
-

@@ -95,9 +95,9 @@ class AlertAgent(LoopLock):
         self.table: Any = app.tables.add(SiteTable(
             app, name="alert-sites", partitions=n, key_type=bytes, value_type=bytes,
             help="alert state per site (open alerts, rule counters, applied offsets)"))
-        # Newest window end (UTC epoch s) per (kind, partition) and site, for
-        # sensor_silent; rebuilt from the table after each rebalance. And when (monotonic
-        # s) a record of each (kind, partition) last came in.
+        # For sensor_silent: the newest window end (UTC epoch s) per kind and site of the
+        # sites this worker owns, rebuilt from the table after each rebalance; and when
+        # (monotonic s) a newer window of each site last came in.
         self.newest: dict[str, dict[str, float]] = {}
         self.last_rx: dict[str, float] = {}
         self.quiet_s = quiet_s(settings.idle_flush_s)
