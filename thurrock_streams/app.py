@@ -10,6 +10,7 @@ from typing import Any
 import faust
 
 from .agents.alerts import AlertAgent, NotifyAgent
+from .agents.delivery import Event, KafkaReader
 from .agents.readings import ReadingsAgent
 from .agents.sink import SinkAgent
 from .air import AirPipeline
@@ -41,6 +42,20 @@ def _credentials(s: Settings) -> Any:
     return faust.SSLCredentials(context)
 
 
+def _client_options(s: Settings) -> dict[str, Any]:
+    """The same Kafka security for the worker's own aiokafka client (agents/delivery.py)."""
+    if s.kafka_security_protocol == "PLAINTEXT":
+        return {}
+    opts: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
+    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        opts["ssl_context"] = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
+    if s.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        opts.update(sasl_mechanism=s.kafka_sasl_mechanism,
+                    sasl_plain_username=s.kafka_sasl_username,
+                    sasl_plain_password=s.kafka_sasl_password.get())
+    return opts
+
+
 class ThurrockApp(faust.App):
     """Faust's app with hooks run at the very start of a rebalance (before Faust waits
     for unacknowledged events)."""
@@ -58,14 +73,16 @@ class Runtime:
         self.settings = settings
         self.rules = rules
         stuck = (rules.stuck_samples, rules.stuck_fields)
+        self.reader = KafkaReader(settings, app.conf.id,
+                                  client_options=lambda: _client_options(settings))
         self.traffic = ReadingsAgent(app, settings, TrafficPipeline.create(
             settings.allowed_lateness_s, settings.max_clock_skew_s, *stuck), TRAFFIC_READINGS,
-            TRAFFIC_AGGREGATES, DEADLETTER)
+            TRAFFIC_AGGREGATES, DEADLETTER, self.reader)
         self.air = ReadingsAgent(app, settings, AirPipeline.create(
             settings.allowed_lateness_s, settings.max_clock_skew_s, *stuck), AIR_READINGS,
-            AIR_AGGREGATES, DEADLETTER)
-        self.sink = SinkAgent(app, settings)
-        self.alerts = AlertAgent(app, settings, rules)
+            AIR_AGGREGATES, DEADLETTER, self.reader)
+        self.sink = SinkAgent(app, settings, self.reader)
+        self.alerts = AlertAgent(app, settings, rules, self.reader)
         self.dispatcher = Dispatcher(notifiers_from_settings(settings),
                                      max_backoff_s=settings.alert_notify_max_backoff_s)
         self.notify = NotifyAgent(app, settings, self.dispatcher)
@@ -75,6 +92,7 @@ class Runtime:
     async def _on_shutdown(self, *args: Any, **kwargs: Any) -> None:
         # Give queued notifications a moment; what stays undelivered stays unacked in Kafka.
         await self.dispatcher.stop(5.0)
+        await self.reader.close()
 
 
 def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
@@ -100,6 +118,8 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
         stream_buffer_maxsize=65_536,
         producer_acks=-1,
         web_port=6066,
+        # Never acknowledges an event Faust dropped at a rebalance (agents/delivery.py).
+        Event=Event,
     )
     rt = Runtime(app, settings, load_rules(settings.alert_rules_file or None))
     register_pages(app, rt)

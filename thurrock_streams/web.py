@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .agents.delivery import unstarted_events
+
 if TYPE_CHECKING:
     import faust
 
@@ -26,16 +28,20 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
             "readings_in": c.readings_in, "accepted": c.accepted,
             "deadlettered": dict(c.deadlettered), "rekeyed_messages": c.rekeyed_messages,
             "replayed_skipped": c.replayed_skipped, "windows_closed": c.windows_closed,
-            "offset_gaps": c.offset_gaps,
+            "offsets_repaired": agent.offsets.repaired, "offsets_missed": agent.offsets.missed,
             "sites": len(agent.cache),
         }
     return {
         "pipelines": pipelines,
-        "alerts": {**rt.alerts.counters.as_dict(),
+        "alerts": {**rt.alerts.counters.as_dict(), "offsets_repaired": rt.alerts.offsets.repaired,
+                   "offsets_missed": rt.alerts.offsets.missed,
                    "notifiers": rt.dispatcher.stats()},
+        "delivery": {"unstarted_events_redelivered": unstarted_events.value},
         "sink": {
             "written_points": s.written_points, "pending_points": s.pending_points,
             "retries": s.retries, "rejected_points": s.rejected_points,
+            "offsets_repaired": rt.sink.offsets.repaired,
+            "offsets_missed": rt.sink.offsets.missed,
             "last_error": s.last_error, "last_error_at": s.last_error_at,
             "outage_s": (time.time() - s.outage_since) if s.outage_since else 0.0,
             "close_to_store_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
@@ -49,12 +55,14 @@ def prometheus(snap: dict[str, Any]) -> str:
     lines = []
     for kind, c in snap["pipelines"].items():
         for name in ("readings_in", "accepted", "rekeyed_messages", "replayed_skipped",
-                     "windows_closed", "offset_gaps"):
+                     "windows_closed", "offsets_repaired", "offsets_missed"):
             lines.append(f'thurrock_{name}_total{{pipeline="{kind}"}} {c[name]}')
         for reason, n in sorted(c["deadlettered"].items()):
             lines.append(f'thurrock_deadlettered_total{{pipeline="{kind}",reason="{reason}"}} {n}')
     a = snap["alerts"]
     lines.append(f"thurrock_alert_records_total {a['records']}")
+    for name in ("offsets_repaired", "offsets_missed"):
+        lines.append(f'thurrock_{name}_total{{pipeline="alerts"}} {a[name]}')
     for state, n in sorted(a["events"].items()):
         lines.append(f'thurrock_alert_events_total{{state="{state}"}} {n}')
     for name, st in sorted(a["notifiers"].items()):
@@ -68,6 +76,10 @@ def prometheus(snap: dict[str, Any]) -> str:
         f"thurrock_sink_retries_total {sink['retries']}",
         f"thurrock_sink_rejected_points_total {sink['rejected_points']}",
         f"thurrock_sink_outage_seconds {sink['outage_s']:.3f}",
+        f'thurrock_offsets_repaired_total{{pipeline="sink"}} {sink["offsets_repaired"]}',
+        f'thurrock_offsets_missed_total{{pipeline="sink"}} {sink["offsets_missed"]}',
+        "thurrock_unstarted_events_redelivered_total "
+        f"{snap['delivery']['unstarted_events_redelivered']}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -34,6 +34,7 @@ from ..alerts.notify import Dispatcher
 from ..alerts.rules import Rules
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
+from .delivery import OffsetGuard, Reader, faust_ack
 from .readings import (
     LoopLock,
     SiteTable,
@@ -80,7 +81,7 @@ class AlertCounters:
 class AlertAgent(LoopLock):
     """Aggregates in, alert events out; state in the ``alert-sites`` table."""
 
-    def __init__(self, app: faust.App, settings: Settings, rules: Rules) -> None:
+    def __init__(self, app: faust.App, settings: Settings, rules: Rules, reader: Reader) -> None:
         self.app = app
         self.settings = settings
         self.engine = AlertEngine(rules)
@@ -103,6 +104,7 @@ class AlertAgent(LoopLock):
         self.quiet_s = quiet_s(settings.idle_flush_s)
         self._assigned_at = time.monotonic()
         self._index_stale = True
+        self.offsets = OffsetGuard("alerts", reader, faust_ack(app))
         app.agent(self.sources, name="alerts")(self._run)
         app.timer(interval=2.0, name="alerts-silent")(self._silent_timer)
         app.on_partitions_assigned.connect(self._on_assigned)
@@ -111,6 +113,7 @@ class AlertAgent(LoopLock):
         self._index_stale = True
         self._assigned_at = time.monotonic()
         self.last_rx.clear()
+        self.offsets.reset()
 
     async def _silent_timer(self) -> None:
         """Check for silent sites (the only place: a site is silent only after
@@ -128,9 +131,9 @@ class AlertAgent(LoopLock):
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(5000, within=0.2):
-            msgs = [(ev.message.topic, ev.message.partition, ev.message.offset,
-                     ev.message.value) for ev in events]
-            await finish(self.step(msgs))
+            batch = await self.offsets.complete([ev.message for ev in events])
+            await finish(self.step([(m.topic, m.partition, m.offset, m.value) for m in batch]))
+            self.offsets.done(batch)
 
     async def step(self, messages: list[tuple[str, int, int, bytes | None]]) -> None:
         """Evaluate a batch of aggregate records, deliver the events, store the states."""

@@ -25,6 +25,7 @@ from ..engine.processor import Pipeline, Processor, SiteState, StepOutput, dead_
 from ..readings import RawMessage
 from ..settings import Settings
 from ..topics import ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
+from .delivery import OffsetGuard, Reader, faust_ack
 
 __all__ = ["ReadingsAgent", "partition_for"]
 
@@ -52,27 +53,6 @@ async def finish(step: Awaitable[None]) -> None:
     except asyncio.CancelledError:
         await task
         raise
-
-
-def offset_gaps(expected: dict[tuple[str, int], int],
-                batch: Iterable[tuple[str, int, int]]) -> list[tuple[str, int, int, int]]:
-    """Offsets skipped in a batch of (topic, partition, offset), as (topic, partition,
-    first, last); ``expected`` (the offset due next per partition) is updated.
-
-    Within a partition, messages reach an agent in offset order; a replay goes back and is
-    harmless. A jump forward past offsets not seen means messages that will not come: on
-    topics written without transactions every offset is a message, and no input can cause
-    it, so the agent reports it as an error for operators to alert on.
-    """
-    gaps = []
-    for topic, partition, offset in batch:
-        key = (topic, partition)
-        want = expected.get(key)
-        if want is not None and offset > want:
-            gaps.append((topic, partition, want, offset - 1))
-        if want is None or offset >= want:
-            expected[key] = offset + 1
-    return gaps
 
 
 def tables_ready(app: Any) -> bool:
@@ -184,7 +164,7 @@ class ReadingsAgent(LoopLock):
     """Binds one pipeline (traffic or air) to the app."""
 
     def __init__(self, app: faust.App, settings: Settings, pipeline: Pipeline, source: str,
-                 aggregates: str, deadletter: str) -> None:
+                 aggregates: str, deadletter: str, reader: Reader) -> None:
         self.app = app
         self.settings = settings
         self.kind = pipeline.kind
@@ -206,8 +186,8 @@ class ReadingsAgent(LoopLock):
             help=f"{self.kind} site states (windows, watermark, applied offsets)"))
         self.cache: dict[str, tuple[bytes, SiteState]] = {}
         self.last_seen: dict[str, float] = {}
-        # The offset expected next from each source partition, since the takeover.
-        self.next_offset: dict[tuple[str, int], int] = {}
+        # Puts source messages the consumer dropped back into the batches.
+        self.offsets = OffsetGuard(self.kind, reader, faust_ack(app))
         # Up to 50,000 messages a batch: with thousands of sites sending single readings,
         # the fixed cost of a step per site (state copy, windows, one changelog record)
         # is shared by several readings instead of one. A batch of large frames is stepped
@@ -227,22 +207,13 @@ class ReadingsAgent(LoopLock):
         # Idle timers count from the takeover: a restart must not flush windows that
         # the replay of uncommitted readings is about to fill.
         self.last_seen.clear()
-        self.next_offset.clear()
+        self.offsets.reset()
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
-            self.watch_offsets([ev.message for ev in events])
-            await finish(self.step_chunks([self._raw(ev.message) for ev in events]))
-
-    def watch_offsets(self, messages: list[Any]) -> None:
-        """Count and log source messages the consumer never handed over (see
-        :func:`offset_gaps`)."""
-        for topic, partition, first, last in offset_gaps(
-                self.next_offset, [(m.topic, m.partition, m.offset) for m in messages]):
-            self.processor.counters.offset_gaps += last - first + 1
-            log.error("%s: offsets %d..%d of %s[%d] never reached the agent (later ones "
-                      "did): those messages are missed", self.kind, first, last, topic,
-                      partition)
+            batch = await self.offsets.complete([ev.message for ev in events])
+            await finish(self.step_chunks([self._raw(m) for m in batch]))
+            self.offsets.done(batch)
 
     def _raw(self, m: Any) -> RawMessage:
         if m.topic == self.rekey_out.get_topic_name():

@@ -22,6 +22,7 @@ from ..adapters.influx import InfluxWriter, to_line
 from ..errors import SinkError
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, DEADLETTER, TRAFFIC_AGGREGATES
+from .delivery import OffsetGuard, Reader, faust_ack
 from .readings import CLOSED_AT
 
 __all__ = ["SinkAgent"]
@@ -38,7 +39,7 @@ def _schema(topic: str, rec: dict[str, Any], settings: Settings) -> str:
 class SinkAgent:
     """Writes every record of the processor's output topics to the store."""
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: Settings, reader: Reader) -> None:
         self.settings = settings
         self.writer = InfluxWriter(settings)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -49,19 +50,25 @@ class SinkAgent:
         self.deadletter_out = app.topic(settings.topic(DEADLETTER), partitions=n, internal=True,
                                         **raw)
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.offsets = OffsetGuard("sink", reader, faust_ack(app))
         app.agent(self.sources, name="store-sink")(self._run)
+        app.on_partitions_assigned.connect(self._on_assigned)
+
+    async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
+        self.offsets.reset()
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(self.settings.sink_batch_size, within=0.2):
-            await self.write_events(events)
+            batch = await self.offsets.complete([ev.message for ev in events])
+            await self.write_messages(batch)
+            self.offsets.done(batch)
 
-    async def write_events(self, events: list[Any]) -> None:
-        """Write the points of a batch of events; return once all are in the store."""
+    async def write_messages(self, messages: list[Any]) -> None:
+        """Write the points of a batch of messages; return once all are in the store."""
         lines: list[str] = []
         sources: list[Any] = []
         bad: list[tuple[Any, str]] = []
-        for ev in events:
-            m = ev.message
+        for m in messages:
             try:
                 rec = orjson.loads(m.value)
                 lines.append(to_line(_schema(m.topic, rec, self.settings), rec))

@@ -79,9 +79,7 @@ class Counters:
     ``readings_in`` = ``accepted`` + sum of ``deadlettered``, where a message that cannot
     be read at all counts as one reading. Messages re-keyed to their site's partition
     are counted where they are processed; replays of already-applied messages are
-    counted in ``replayed_skipped`` only. ``offset_gaps`` counts source messages the agent
-    never received although later ones of their partition came (see
-    ``ReadingsAgent.watch_offsets``): each one is a message missed, so it must stay 0.
+    counted in ``replayed_skipped`` only.
     """
 
     readings_in: int = 0
@@ -90,7 +88,6 @@ class Counters:
     rekeyed_messages: int = 0
     replayed_skipped: int = 0
     windows_closed: int = 0
-    offset_gaps: int = 0
 
     def add_dead(self, reason: str, n: int = 1) -> None:
         """Count ``n`` dead-lettered readings with ``reason``."""
