@@ -85,7 +85,7 @@ class Runtime:
         self.alerts = AlertAgent(app, settings, rules, self.reader)
         self.dispatcher = Dispatcher(notifiers_from_settings(settings),
                                      max_backoff_s=settings.alert_notify_max_backoff_s)
-        self.notify = NotifyAgent(app, settings, self.dispatcher)
+        self.notify = NotifyAgent(app, settings, self.dispatcher, self.reader)
         app.rebalance_hooks = [self.notify.release_all]  # type: ignore[attr-defined]
         app.on_before_shutdown.connect(self._on_shutdown)
 

@@ -21,6 +21,8 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
     """Counters of every pipeline and the sink's state."""
     s = rt.sink.writer.stats
     lat = np.asarray(rt.sink.latency_ms, dtype=np.float64)
+    guards = {"traffic": rt.traffic.offsets, "air": rt.air.offsets, "alerts": rt.alerts.offsets,
+              "alert-notify": rt.notify.offsets, "sink": rt.sink.offsets}
     pipelines = {}
     for agent in (rt.traffic, rt.air):
         c = agent.processor.counters
@@ -28,20 +30,19 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
             "readings_in": c.readings_in, "accepted": c.accepted,
             "deadlettered": dict(c.deadlettered), "rekeyed_messages": c.rekeyed_messages,
             "replayed_skipped": c.replayed_skipped, "windows_closed": c.windows_closed,
-            "offsets_repaired": agent.offsets.repaired, "offsets_missed": agent.offsets.missed,
             "sites": len(agent.cache),
         }
     return {
         "pipelines": pipelines,
-        "alerts": {**rt.alerts.counters.as_dict(), "offsets_repaired": rt.alerts.offsets.repaired,
-                   "offsets_missed": rt.alerts.offsets.missed,
-                   "notifiers": rt.dispatcher.stats()},
-        "delivery": {"unstarted_events_redelivered": unstarted_events.value},
+        "alerts": {**rt.alerts.counters.as_dict(), "notifiers": rt.dispatcher.stats()},
+        "delivery": {
+            "offsets_repaired": {name: g.repaired for name, g in guards.items()},
+            "offsets_missed": {name: g.missed for name, g in guards.items()},
+            "unstarted_events_redelivered": unstarted_events.value,
+        },
         "sink": {
             "written_points": s.written_points, "pending_points": s.pending_points,
             "retries": s.retries, "rejected_points": s.rejected_points,
-            "offsets_repaired": rt.sink.offsets.repaired,
-            "offsets_missed": rt.sink.offsets.missed,
             "last_error": s.last_error, "last_error_at": s.last_error_at,
             "outage_s": (time.time() - s.outage_since) if s.outage_since else 0.0,
             "close_to_store_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
@@ -55,14 +56,12 @@ def prometheus(snap: dict[str, Any]) -> str:
     lines = []
     for kind, c in snap["pipelines"].items():
         for name in ("readings_in", "accepted", "rekeyed_messages", "replayed_skipped",
-                     "windows_closed", "offsets_repaired", "offsets_missed"):
+                     "windows_closed"):
             lines.append(f'thurrock_{name}_total{{pipeline="{kind}"}} {c[name]}')
         for reason, n in sorted(c["deadlettered"].items()):
             lines.append(f'thurrock_deadlettered_total{{pipeline="{kind}",reason="{reason}"}} {n}')
     a = snap["alerts"]
     lines.append(f"thurrock_alert_records_total {a['records']}")
-    for name in ("offsets_repaired", "offsets_missed"):
-        lines.append(f'thurrock_{name}_total{{pipeline="alerts"}} {a[name]}')
     for state, n in sorted(a["events"].items()):
         lines.append(f'thurrock_alert_events_total{{state="{state}"}} {n}')
     for name, st in sorted(a["notifiers"].items()):
@@ -76,11 +75,12 @@ def prometheus(snap: dict[str, Any]) -> str:
         f"thurrock_sink_retries_total {sink['retries']}",
         f"thurrock_sink_rejected_points_total {sink['rejected_points']}",
         f"thurrock_sink_outage_seconds {sink['outage_s']:.3f}",
-        f'thurrock_offsets_repaired_total{{pipeline="sink"}} {sink["offsets_repaired"]}',
-        f'thurrock_offsets_missed_total{{pipeline="sink"}} {sink["offsets_missed"]}',
-        "thurrock_unstarted_events_redelivered_total "
-        f"{snap['delivery']['unstarted_events_redelivered']}",
     ]
+    d = snap["delivery"]
+    for name in ("offsets_repaired", "offsets_missed"):
+        for agent, n in sorted(d[name].items()):
+            lines.append(f'thurrock_{name}_total{{agent="{agent}"}} {n}')
+    lines.append(f"thurrock_unstarted_events_redelivered_total {d['unstarted_events_redelivered']}")
     return "\n".join(lines) + "\n"
 
 

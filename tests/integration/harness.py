@@ -117,6 +117,18 @@ class Worker:
         with urllib.request.urlopen(url, timeout=5) as resp:
             return json.loads(resp.read())
 
+    def metrics(self) -> dict[str, float]:
+        """``/metrics`` (Prometheus text format) as {'name{labels}': value}."""
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
     def kill9(self) -> None:
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGKILL)

@@ -192,3 +192,18 @@ def test_replayed_feeds_give_exactly_the_simulators_expected_counts(
     assert 0 <= late < wrong["readings"]
     dead = dead_letters(stack, prefix, sum(want.values()) + late)
     assert Counter(d["reason"] for d in dead if d["feed"] == "wrongkey") == +Counter(late=late)
+
+    # 5. /metrics tells the same as /counters, and no source message was lost between
+    # Kafka and the agents (docs/operations.md, delivery).
+    c, m = worker.counters(), worker.metrics()
+    for kind in ("traffic", "air"):
+        p = c["pipelines"][kind]
+        assert m[f'thurrock_readings_in_total{{pipeline="{kind}"}}'] == p["readings_in"] > 0
+        for reason, n in p["deadlettered"].items():
+            assert m[f'thurrock_deadlettered_total{{pipeline="{kind}",reason="{reason}"}}'] == n
+    assert set(c["delivery"]["offsets_missed"]) == {"traffic", "air", "alerts", "alert-notify",
+                                                    "sink"}
+    assert all(n == 0 for n in c["delivery"]["offsets_missed"].values())
+    for agent in c["delivery"]["offsets_missed"]:
+        assert m[f'thurrock_offsets_missed_total{{agent="{agent}"}}'] == 0
+    assert m["thurrock_sink_written_points_total"] == c["sink"]["written_points"] > 0

@@ -24,6 +24,7 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -255,40 +256,55 @@ class NotifyAgent:
     dispatcher's queues, delivered by this process as before.
     """
 
-    def __init__(self, app: faust.App, settings: Settings, dispatcher: Dispatcher) -> None:
+    def __init__(self, app: faust.App, settings: Settings, dispatcher: Dispatcher,
+                 reader: Reader) -> None:
         self.dispatcher = dispatcher
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.source = app.topic(settings.topic(ALERTS), partitions=settings.topic_partitions,
                                 internal=True, **raw)
-        self._waiting: dict[int, Any] = {}
+        # Each waiting event's acknowledgement: Faust's event's, or for an event the
+        # consumer dropped and the guard read from Kafka, an ack by its offset.
+        self._waiting: dict[int, Callable[[], Any]] = {}
         self._guard = threading.Lock()  # the rebalance callback runs on the consumer's thread
         self._next = 0
+        self._ack = faust_ack(app)
+        self.offsets = OffsetGuard("alert-notify", reader)
         app.agent(self.source, name="alert-notify")(self._run)
+        app.on_partitions_assigned.connect(self._on_assigned)
+
+    async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
+        self.offsets.reset()
 
     async def _run(self, stream: Any) -> None:
         async for event in stream.noack().events():
-            try:
-                rec = orjson.loads(event.message.value or b"")
-            except orjson.JSONDecodeError:
-                log.error("alerts: unreadable alert event at offset %d", event.message.offset)
-                event.ack()
-                continue
-            with self._guard:
-                key = self._next
-                self._next += 1
-                self._waiting[key] = event
-            self.dispatcher.submit(rec, on_done=functools.partial(self._done, key))
+            for m in await self.offsets.complete([event.message]):
+                self.submit(m, event.ack if m is event.message
+                            else functools.partial(self._ack, m))
+
+    def submit(self, m: Any, ack: Callable[[], Any]) -> None:
+        """Hand one alert event to the notifiers; ``ack`` once they all have it."""
+        try:
+            rec = orjson.loads(m.value or b"")
+        except orjson.JSONDecodeError:
+            log.error("alerts: unreadable alert event at offset %d", m.offset)
+            ack()
+            return
+        with self._guard:
+            key = self._next
+            self._next += 1
+            self._waiting[key] = ack
+        self.dispatcher.submit(rec, on_done=functools.partial(self._done, key))
 
     def _done(self, key: int) -> None:
         with self._guard:
-            event = self._waiting.pop(key, None)
-        if event is not None:
-            event.ack()
+            ack = self._waiting.pop(key, None)
+        if ack is not None:
+            ack()
 
     def release_all(self) -> None:
         """Acknowledge every event still being delivered (a rebalance is starting)."""
         with self._guard:
-            events = list(self._waiting.values())
+            acks = list(self._waiting.values())
             self._waiting.clear()
-        for event in events:
-            event.ack()
+        for ack in acks:
+            ack()
