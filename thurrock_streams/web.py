@@ -36,8 +36,7 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
         "pipelines": pipelines,
         "alerts": {**rt.alerts.counters.as_dict(), "notifiers": rt.dispatcher.stats()},
         "delivery": {
-            "offsets_repaired": {name: g.repaired for name, g in guards.items()},
-            "offsets_missed": {name: g.missed for name, g in guards.items()},
+            "offsets": {name: g.counts() for name, g in guards.items()},
             "unstarted_events_redelivered": unstarted_events.value,
         },
         "sink": {
@@ -77,9 +76,9 @@ def prometheus(snap: dict[str, Any]) -> str:
         f"thurrock_sink_outage_seconds {sink['outage_s']:.3f}",
     ]
     d = snap["delivery"]
-    for name in ("offsets_repaired", "offsets_missed"):
-        for agent, n in sorted(d[name].items()):
-            lines.append(f'thurrock_{name}_total{{agent="{agent}"}} {n}')
+    for agent, counts in sorted(d["offsets"].items()):
+        for name, n in counts.items():
+            lines.append(f'thurrock_offsets_{name}_total{{agent="{agent}"}} {n}')
     lines.append(f"thurrock_unstarted_events_redelivered_total {d['unstarted_events_redelivered']}")
     return "\n".join(lines) + "\n"
 

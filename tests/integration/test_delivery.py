@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
 from thurrock_streams.agents.delivery import KafkaReader, OffsetGuard
@@ -58,3 +60,41 @@ def test_dropped_messages_are_read_back_from_kafka_in_offset_order(stack: StackC
     assert other is None
     assert out == [(o, f"v{o}".encode()) for o in (12, 13, 14, 15, 16, 17)]
     assert (guard.repaired, guard.missed) == (4, 0)
+
+
+def test_the_sweep_reads_what_the_consumer_never_handed_over(stack: StackConfig) -> None:
+    topic = f"sweep-{uuid.uuid4().hex[:8]}"
+    group = f"sweep-group-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    admin.create_topics([NewTopic(topic, 2, 1)])
+    admin.close()
+    send(stack, topic, [(f"k{i}".encode(), f"v{i}".encode()) for i in range(30)], partition=0)
+    send(stack, topic, [(b"k", b"only")], partition=1)
+    c = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=group,
+                      enable_auto_commit=False)
+    c.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
+    c.commit({TopicPartition(topic, 0): OffsetAndMetadata(20, None, -1),
+              TopicPartition(topic, 1): OffsetAndMetadata(1, None, -1)})
+    c.close()
+    processed: list[list[tuple[int, int, bytes]]] = []
+
+    async def process(batch: list[Any]) -> None:
+        processed.append([(m.partition, m.offset, m.value) for m in batch])
+
+    async def main() -> tuple[int, int, OffsetGuard]:
+        reader = KafkaReader(Settings(kafka_bootstrap_servers=stack.bootstrap), group)
+        try:
+            guard = OffsetGuard("test", reader, idle_s=0.0)
+            owned = [(topic, 0), (topic, 1)]
+            first = await guard.sweep(owned, process)
+            again = await guard.sweep(owned, process)  # nothing new: nothing read
+            return first, again, guard
+        finally:
+            await reader.close()
+
+    first, again, guard = asyncio.run(main())
+    # partition 0 from its committed offset 20 to its end; partition 1 is at its end
+    assert (first, again) == (10, 0)
+    assert processed == [[(0, o, f"v{o}".encode()) for o in range(20, 30)]]
+    assert guard.counts() == {"repaired": 0, "swept": 10, "duplicates": 0, "missed": 0}
+    assert guard.expected == {(topic, 0): 30, (topic, 1): 1}

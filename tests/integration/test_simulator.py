@@ -201,9 +201,10 @@ def test_replayed_feeds_give_exactly_the_simulators_expected_counts(
         assert m[f'thurrock_readings_in_total{{pipeline="{kind}"}}'] == p["readings_in"] > 0
         for reason, n in p["deadlettered"].items():
             assert m[f'thurrock_deadlettered_total{{pipeline="{kind}",reason="{reason}"}}'] == n
-    assert set(c["delivery"]["offsets_missed"]) == {"traffic", "air", "alerts", "alert-notify",
-                                                    "sink"}
-    assert all(n == 0 for n in c["delivery"]["offsets_missed"].values())
-    for agent in c["delivery"]["offsets_missed"]:
-        assert m[f'thurrock_offsets_missed_total{{agent="{agent}"}}'] == 0
+    offsets = c["delivery"]["offsets"]
+    assert set(offsets) == {"traffic", "air", "alerts", "alert-notify", "sink"}
+    for agent, counts in offsets.items():
+        assert counts["missed"] == 0
+        for name in ("repaired", "swept", "duplicates", "missed"):
+            assert m[f'thurrock_offsets_{name}_total{{agent="{agent}"}}'] == counts[name]
     assert m["thurrock_sink_written_points_total"] == c["sink"]["written_points"] > 0

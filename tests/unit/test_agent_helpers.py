@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,17 +31,34 @@ class FakeReader:
     committed_at: dict[tuple[str, int], int]
     logs: dict[tuple[str, int], int]  # end offset: offsets 0..end-1 exist
     deleted_below: int = 0
+    batch: int = 1  # records per record batch: a read returns the rest of the last one
     calls: list[tuple[Any, ...]] = field(default_factory=list)
 
     async def committed(self, topic: str, partition: int) -> int | None:
         self.calls.append(("committed", topic, partition))
         return self.committed_at.get((topic, partition))
 
+    async def beginning(self, topic: str, partition: int) -> int:
+        self.calls.append(("beginning", topic, partition))
+        return self.deleted_below
+
+    async def probe(self, starts: dict[tuple[str, int], int],
+                    max_n: int) -> dict[tuple[str, int], list[Any]]:
+        self.calls.append(("probe", dict(starts)))
+        out = {tp: [Rec(*tp, o) for o in range(max(s, self.deleted_below),
+                                               min(self.logs[tp], s + max_n))]
+               for tp, s in starts.items()}
+        return {tp: recs for tp, recs in out.items() if recs}
+
     async def read(self, topic: str, partition: int, first: int, last: int) -> list[Any]:
         self.calls.append(("read", topic, partition, first, last))
         end = self.logs[(topic, partition)]
-        return [Rec(topic, partition, o) for o in range(max(first, self.deleted_below),
-                                                        min(last + 1, end))]
+        upto = min((last // self.batch + 1) * self.batch, end)
+        return [Rec(topic, partition, o) for o in range(max(first, self.deleted_below), upto)]
+
+
+def faust_message(topic: str, partition: int, offset: int) -> ConsumerMessage:
+    return ConsumerMessage(topic, partition, offset, 0.0, 0, None, b"k", b"v", None)
 
 
 def offsets(batch: list[Any]) -> list[tuple[int, int]]:
@@ -72,21 +90,26 @@ def test_a_first_message_past_the_committed_offset_brings_the_skipped_ones() -> 
     assert guard.repaired == 1
 
 
-def test_replays_pass_unchanged_and_nothing_is_read_without_a_gap() -> None:
+def test_messages_handed_over_twice_are_dropped_and_nothing_is_read_without_a_gap() -> None:
     reader = FakeReader({("r", 0): 10}, {("r", 0): 100})
     guard = OffsetGuard("t", reader)
-    batch = [Rec("r", 0, 8), Rec("r", 0, 9), Rec("r", 0, 10), Rec("r", 0, 9), Rec("r", 0, 11)]
-    assert offsets(run(guard, batch)) == offsets(batch)
+    # 8 and 9 precede the committed offset (the agents skip what they applied); the second
+    # 9 and 10 were handed over before
+    batch = [Rec("r", 0, 8), Rec("r", 0, 9), Rec("r", 0, 10), Rec("r", 0, 9), Rec("r", 0, 11),
+             Rec("r", 0, 10)]
+    assert offsets(run(guard, batch)) == [(0, 8), (0, 9), (0, 10), (0, 11)]
+    assert (guard.duplicates, guard.repaired, guard.missed) == (2, 0, 0)
     assert not [c for c in reader.calls if c[0] == "read"]
-    assert (guard.repaired, guard.missed) == (0, 0)
 
 
-def test_a_group_without_a_committed_offset_starts_at_the_first_message() -> None:
-    reader = FakeReader({}, {("r", 0): 100})
+def test_a_group_without_a_committed_offset_starts_at_the_partitions_first_offset() -> None:
+    # where the consumer starts (auto_offset_reset="earliest")
+    reader = FakeReader({}, {("r", 0): 100}, deleted_below=38)
     guard = OffsetGuard("t", reader)
-    assert offsets(run(guard, [Rec("r", 0, 40), Rec("r", 0, 42)])) == [(0, 40), (0, 41),
-                                                                        (0, 42)]
-    assert [c for c in reader.calls if c[0] == "committed"] == [("committed", "r", 0)]
+    assert offsets(run(guard, [Rec("r", 0, 40), Rec("r", 0, 42)])) == [
+        (0, 38), (0, 39), (0, 40), (0, 41), (0, 42)]
+    assert [c[0] for c in reader.calls if c[0] != "read"] == ["committed", "beginning"]
+    assert (guard.repaired, guard.missed) == (3, 0)
 
 
 def test_reset_asks_for_the_committed_offset_again() -> None:
@@ -103,6 +126,77 @@ def test_offsets_kafka_no_longer_holds_are_counted_as_missed() -> None:
     guard = OffsetGuard("t", reader)
     assert offsets(run(guard, [Rec("r", 0, 6)])) == [(0, 4), (0, 5), (0, 6)]
     assert (guard.repaired, guard.missed) == (2, 4)
+
+
+def test_a_read_keeps_only_the_skipped_offsets_of_a_record_batch() -> None:
+    reader = FakeReader({("r", 0): 0}, {("r", 0): 100}, batch=10)
+    guard = OffsetGuard("t", reader)
+    assert offsets(run(guard, [Rec("r", 0, 3)])) == [(0, 0), (0, 1), (0, 2), (0, 3)]
+
+
+class Sweep:
+    """An agent's sweep with a clock of its own (monotonic s) and what it processed."""
+
+    def __init__(self, reader: FakeReader, **kw: Any) -> None:
+        self.now = 1000.0
+        self.acked: list[int] = []
+        self.processed: list[list[tuple[int, int]]] = []
+        self.guard = OffsetGuard("t", reader, ack=lambda m: self.acked.append(m.offset), **kw)
+        self.guard.reset()
+
+    async def process(self, batch: list[Any]) -> None:
+        self.processed.append(offsets(batch))
+
+    def sweep(self, owned: list[tuple[str, int]]) -> int:
+        return asyncio.run(self.guard.sweep(owned, self.process))
+
+    def handle(self, batch: list[Any]) -> list[Any]:
+        return asyncio.run(self.guard.handle(batch, self.process))
+
+
+def test_the_sweep_reads_a_backlog_the_consumer_never_hands_over(monkeypatch: Any) -> None:
+    monkeypatch.setattr(time, "monotonic", lambda: 0.0)
+    reader = FakeReader({("r", 0): 5, ("r", 1): 7}, {("r", 0): 12, ("r", 1): 7})
+    s = Sweep(reader, idle_s=5.0)
+    owned = [("r", 0), ("r", 1)]
+    monkeypatch.setattr(time, "monotonic", lambda: 4.9)
+    assert s.sweep(owned) == 0 and reader.calls == []  # not idle long enough
+    monkeypatch.setattr(time, "monotonic", lambda: 5.0)
+    # r[0] holds 5..11 past its committed offset; r[1] is at its end
+    assert s.sweep(owned) == 7
+    assert s.processed == [[(0, o) for o in range(5, 12)]]
+    assert s.acked == list(range(5, 12))
+    assert s.guard.counts() == {"repaired": 0, "swept": 7, "duplicates": 0, "missed": 0}
+    # what the consumer hands over after all is dropped; what follows passes
+    assert offsets(s.handle([faust_message("r", 0, o) for o in (10, 11, 12)])) == [(0, 12)]
+    assert s.guard.duplicates == 2
+    assert s.acked == list(range(5, 12))  # Faust acks its own messages
+
+
+def test_the_sweep_leaves_partitions_the_consumer_serves_alone(monkeypatch: Any) -> None:
+    monkeypatch.setattr(time, "monotonic", lambda: 0.0)
+    reader = FakeReader({("r", 0): 0, ("r", 1): 0}, {("r", 0): 50, ("r", 1): 50})
+    s = Sweep(reader, idle_s=5.0, starved_s=30.0)
+    owned = [("r", 0), ("r", 1)]
+    for t in range(0, 30, 2):  # r[0] arrives every 2 s; r[1] never
+        monkeypatch.setattr(time, "monotonic", lambda t=t: float(t))
+        s.handle([faust_message("r", 0, t // 2)])
+        assert s.sweep(owned) == 0  # the agent is busy: r[1] is not starved yet
+    monkeypatch.setattr(time, "monotonic", lambda: 30.0)
+    assert s.sweep(owned) == 50  # r[1] silent for 30 s while Kafka holds 0..49
+    assert s.processed[-1] == [(1, o) for o in range(50)]
+
+
+def test_the_sweep_waits_while_the_agent_processes_a_batch(monkeypatch: Any) -> None:
+    monkeypatch.setattr(time, "monotonic", lambda: 100.0)
+    reader = FakeReader({("r", 0): 0}, {("r", 0): 3})
+    s = Sweep(reader)
+
+    async def main() -> int:
+        async with s.guard.lock:
+            return await s.guard.sweep([("r", 0)], s.process)
+
+    assert asyncio.run(main()) == 0 and reader.calls == []
 
 
 def test_done_acknowledges_only_the_repaired_messages() -> None:

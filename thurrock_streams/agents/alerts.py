@@ -35,7 +35,7 @@ from ..alerts.notify import Dispatcher
 from ..alerts.rules import Rules
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
-from .delivery import OffsetGuard, Reader, faust_ack
+from .delivery import OffsetGuard, Reader, faust_ack, owned_tps, tables_ready
 from .readings import (
     LoopLock,
     SiteTable,
@@ -44,7 +44,6 @@ from .readings import (
     partition_for,
     retry_kafka,
     store_states,
-    tables_ready,
 )
 
 __all__ = ["AlertAgent", "AlertCounters", "NotifyAgent", "quiet_s"]
@@ -108,6 +107,7 @@ class AlertAgent(LoopLock):
         self.offsets = OffsetGuard("alerts", reader, faust_ack(app))
         app.agent(self.sources, name="alerts")(self._run)
         app.timer(interval=2.0, name="alerts-silent")(self._silent_timer)
+        app.timer(interval=2.0, name="alerts-offset-sweep")(self._sweep)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
@@ -132,9 +132,14 @@ class AlertAgent(LoopLock):
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(5000, within=0.2):
-            batch = await self.offsets.complete([ev.message for ev in events])
-            await finish(self.step([(m.topic, m.partition, m.offset, m.value) for m in batch]))
-            self.offsets.done(batch)
+            await self.offsets.handle([ev.message for ev in events], self._step_messages)
+
+    async def _step_messages(self, messages: list[Any]) -> None:
+        await finish(self.step([(m.topic, m.partition, m.offset, m.value) for m in messages]))
+
+    async def _sweep(self) -> None:
+        if tables_ready(self.app):
+            await self.offsets.sweep(owned_tps(self.app, self.kind_of), self._step_messages)
 
     async def step(self, messages: list[tuple[str, int, int, bytes | None]]) -> None:
         """Evaluate a batch of aggregate records, deliver the events, store the states."""
@@ -258,18 +263,20 @@ class NotifyAgent:
 
     def __init__(self, app: faust.App, settings: Settings, dispatcher: Dispatcher,
                  reader: Reader) -> None:
+        self.app = app
         self.dispatcher = dispatcher
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.source = app.topic(settings.topic(ALERTS), partitions=settings.topic_partitions,
                                 internal=True, **raw)
         # Each waiting event's acknowledgement: Faust's event's, or for an event the
-        # consumer dropped and the guard read from Kafka, an ack by its offset.
+        # guard read from Kafka, an ack by its offset.
         self._waiting: dict[int, Callable[[], Any]] = {}
         self._guard = threading.Lock()  # the rebalance callback runs on the consumer's thread
         self._next = 0
         self._ack = faust_ack(app)
-        self.offsets = OffsetGuard("alert-notify", reader)
+        self.offsets = OffsetGuard("alert-notify", reader)  # submit() acknowledges
         app.agent(self.source, name="alert-notify")(self._run)
+        app.timer(interval=2.0, name="alert-notify-offset-sweep")(self._sweep)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
@@ -277,9 +284,22 @@ class NotifyAgent:
 
     async def _run(self, stream: Any) -> None:
         async for event in stream.noack().events():
-            for m in await self.offsets.complete([event.message]):
-                self.submit(m, event.ack if m is event.message
-                            else functools.partial(self._ack, m))
+            async def process(messages: list[Any], event: Any = event) -> None:
+                for m in messages:
+                    self.submit(m, event.ack if m is event.message
+                                else functools.partial(self._ack, m))
+
+            if not await self.offsets.handle([event.message], process):
+                event.ack()  # handed over twice: processed already
+
+    async def _sweep(self) -> None:
+        if tables_ready(self.app):
+            await self.offsets.sweep(owned_tps(self.app, [self.source.get_topic_name()]),
+                                     self._submit_read)
+
+    async def _submit_read(self, messages: list[Any]) -> None:
+        for m in messages:
+            self.submit(m, functools.partial(self._ack, m))
 
     def submit(self, m: Any, ack: Callable[[], Any]) -> None:
         """Hand one alert event to the notifiers; ``ack`` once they all have it."""

@@ -26,8 +26,12 @@ some hundred ``kill -9`` restarts with a backlog, always at the moment Faust's r
 hands the partitions back to the streams; the mechanism inside Faust is not pinned down.
 The guard reads the missing offsets straight from Kafka, with a client of its own outside
 the group, and puts them back into the batch in offset order, so the agent processes them
-exactly where they belong. Offsets that cannot be read (deleted by retention meanwhile)
-are counted as missed and logged as an error: that count must stay 0.
+exactly where they belong. A restarted worker was also seen to get *none* of its backlog,
+which leaves no later message to reveal the gap: so a timer reads, from each partition the
+consumer has been silent on for a few seconds while the agent was idle, whatever Kafka
+holds past the offset due next. A message the consumer hands over again after that, or
+twice, is dropped (it was processed). Offsets that cannot be read (deleted by retention
+meanwhile) are counted as missed and logged as an error: that count must stay 0.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import faust
@@ -45,7 +49,8 @@ from faust.types.tuples import ConsumerMessage
 
 from ..settings import Settings
 
-__all__ = ["Event", "KafkaReader", "OffsetGuard", "faust_ack", "unstarted_events"]
+__all__ = ["Event", "KafkaReader", "OffsetGuard", "faust_ack", "owned_tps", "tables_ready",
+           "unstarted_events"]
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +103,25 @@ class Record(Protocol):
     headers: Any
 
 
+TP = tuple[str, int]
+
+
 class Reader(Protocol):
-    """Reads a partition's committed offset and a range of its messages from Kafka."""
+    """Reads offsets and messages of partitions from Kafka, outside the consumer group."""
 
     async def committed(self, topic: str, partition: int) -> int | None: ...
+
+    async def beginning(self, topic: str, partition: int) -> int: ...
+
+    async def probe(self, starts: Mapping[TP, int], max_n: int) -> dict[TP, list[Any]]: ...
 
     async def read(self, topic: str, partition: int, first: int, last: int) -> list[Any]: ...
 
 
 class KafkaReader:
-    """A Kafka client outside the consumer group: reads the group's committed offsets and
-    given offsets of a partition. One per worker, shared by its agents."""
+    """A Kafka client outside the consumer group: reads the group's committed offsets,
+    partitions' first and end offsets, and given offsets of a partition. One per worker,
+    shared by its agents."""
 
     def __init__(self, settings: Settings, group_id: str, *,
                  client_options: Callable[[], dict[str, Any]] | None = None,
@@ -143,9 +156,46 @@ class KafkaReader:
             offset = await client.committed(TopicPartition(topic, partition))
             return None if offset is None or offset < 0 else int(offset)
 
+    async def beginning(self, topic: str, partition: int) -> int:
+        """The partition's first offset (where a group without a commit starts)."""
+        tp = TopicPartition(topic, partition)
+        async with self.lock:
+            client = await self._get()
+            return int((await client.beginning_offsets([tp]))[tp])
+
+    async def probe(self, starts: Mapping[TP, int], max_n: int,
+                    wait_ms: int = 300) -> dict[TP, list[Any]]:
+        """The messages of each partition from its start offset on, as far as Kafka has
+        them: up to about ``max_n`` a partition, fetched together; waits ``wait_ms`` when
+        there are none. (Not from end offsets: the local broker under-reports them.)"""
+        if not starts:
+            return {}
+        tps = {tp: TopicPartition(*tp) for tp in starts}
+        got: dict[TP, list[Any]] = {tp: [] for tp in starts}
+        async with self.lock:
+            client = await self._get()
+            client.assign(list(tps.values()))
+            for tp, start in starts.items():
+                client.seek(tps[tp], start)
+            deadline = time.monotonic() + self.read_timeout_s
+            while time.monotonic() < deadline:
+                open_ = [ktp for tp, ktp in tps.items() if len(got[tp]) < max_n]
+                if not open_:
+                    break
+                batch = await client.getmany(*open_, timeout_ms=wait_ms)
+                if not batch:
+                    break
+                for ktp, records in batch.items():
+                    tp = (ktp.topic, ktp.partition)
+                    got[tp] += [r for r in records if r.offset >= starts[tp]]
+            # The partitions stay assigned until the next call: stopping the client after
+            # an unsubscribe() was seen to hang (aiokafka 0.14 on the local broker).
+        return {tp: recs for tp, recs in got.items() if recs}
+
     async def read(self, topic: str, partition: int, first: int, last: int) -> list[Any]:
-        """The messages at offsets ``first``..``last`` of a partition, in order; fewer if
-        some no longer exist (or cannot be read within the read timeout)."""
+        """The messages from offset ``first`` on, in order: at least up to ``last`` if they
+        exist, and the rest of the record batch holding ``last`` (up to the read timeout;
+        fewer if some no longer exist)."""
         tp = TopicPartition(topic, partition)
         async with self.lock:
             client = await self._get()
@@ -156,73 +206,213 @@ class KafkaReader:
             while time.monotonic() < deadline:
                 batch = await client.getmany(tp, timeout_ms=500)
                 records = batch.get(tp, [])
-                got += [r for r in records if first <= r.offset <= last]
+                got += [r for r in records if r.offset >= first]
                 if records and records[-1].offset >= last:
                     break
-            client.unsubscribe()
             return got
 
     async def close(self) -> None:
         """Stop the client."""
         if self._client is not None:
             client, self._client = self._client, None
-            await client.stop()
+            try:
+                await asyncio.wait_for(client.stop(), 10)
+            except TimeoutError:
+                log.warning("the offset reader's Kafka client did not stop within 10 s")
 
 
 class OffsetGuard:
-    """Puts the messages the consumer dropped back into an agent's batches (see the module
-    docstring). :meth:`reset` at each partition assignment."""
+    """Makes an agent see each offset of its source partitions once and in order (see the
+    module docstring). :meth:`reset` at each partition assignment.
+
+    The agent hands each batch to :meth:`handle` with its processing function; a timer
+    calls :meth:`sweep`. ``ack`` acknowledges to Faust a message read from Kafka here
+    (:func:`faust_ack`); None when ``process`` acknowledges what it is given itself.
+    """
 
     def __init__(self, agent: str, reader: Reader,
-                 ack: Callable[[Record], None] | None = None) -> None:
+                 ack: Callable[[Record], None] | None = None, *,
+                 idle_s: float = 10.0, starved_s: float = 30.0, max_read: int = 10_000) -> None:
         self.agent = agent
         self.reader = reader
         self.ack = ack
-        self.expected: dict[tuple[str, int], int] = {}
+        self.idle_s = idle_s
+        self.starved_s = starved_s
+        self.max_read = max_read
+        # per source partition since the takeover: the offset due next, and when (monotonic
+        # s) the consumer last handed over a message of it
+        self.expected: dict[TP, int] = {}
+        self.received: dict[TP, float] = {}
+        self.assigned_at = time.monotonic()
+        self.active_at = self.assigned_at  # the takeover, or the end of the last batch
+        # since the process started: offsets the consumer skipped, read here (repaired);
+        # offsets read here from a silent partition, which the consumer may have dropped
+        # or only delayed (swept); offsets handed over again, dropped (duplicates); offsets
+        # Kafka no longer held (missed)
         self.repaired = 0
+        self.swept = 0
+        self.duplicates = 0
         self.missed = 0
+        self._lock: asyncio.Lock | None = None
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Serialises :meth:`handle` and :meth:`sweep` (created on the running loop)."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     def reset(self) -> None:
-        """Forget the expected offsets (call when partitions are assigned)."""
+        """Forget the offsets seen (call when partitions are assigned)."""
         self.expected.clear()
+        self.received.clear()
+        self.assigned_at = self.active_at = time.monotonic()
+
+    async def _retry(self, call: Callable[[], Awaitable[Any]], what: str) -> Any:
+        """A reader call, tried until Kafka answers (backing off up to 30 s): a batch must
+        not be processed, and acknowledged, with its gaps unknown."""
+        delay = 0.2
+        while True:
+            try:
+                return await call()
+            except Exception as exc:  # a Kafka error, a timeout: Kafka is unreachable
+                log.warning("%s: reading %s from Kafka failed (%r); retrying in %.1f s",
+                            self.agent, what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _start(self, tp: TP) -> int:
+        """Where the consumer starts a partition after a takeover: the group's committed
+        offset, else the partition's first offset (``auto_offset_reset="earliest"``)."""
+        committed = await self._retry(lambda: self.reader.committed(*tp), "a committed offset")
+        if committed is not None:
+            return int(committed)
+        return int(await self._retry(lambda: self.reader.beginning(*tp), "a first offset"))
 
     async def complete(self, batch: Sequence[Any]) -> list[Any]:
-        """The batch with every dropped message put back before the message that follows
-        it. A message at or below the expected offset is a replay and passes unchanged."""
+        """The batch with each message the consumer skipped read from Kafka and put back in
+        its place, and without messages handed over a second time since the takeover."""
         out: list[Any] = []
         for m in batch:
-            key = (m.topic, m.partition)
-            if key not in self.expected:  # the first message since the takeover
-                committed = await self.reader.committed(m.topic, m.partition)
-                self.expected[key] = -1 if committed is None else committed
-            want = self.expected[key]
-            if 0 <= want < m.offset:
-                out += await self._fetch(m.topic, m.partition, want, m.offset - 1)
-            if m.offset >= want:
-                self.expected[key] = m.offset + 1
+            tp = (m.topic, m.partition)
+            want = self.expected.get(tp)
+            if want is None:  # the first message since the takeover
+                want = await self._start(tp)
+                if m.offset < want:  # older than the committed offset: the agent skips it
+                    want = m.offset
+            if m.offset < want:
+                self.duplicates += 1
+                continue
+            if m.offset > want:
+                out += await self._fetch(tp, want, m.offset - 1, "were dropped by the consumer")
+            self.expected[tp] = m.offset + 1
             out.append(m)
         return out
 
-    async def _fetch(self, topic: str, partition: int, first: int, last: int) -> list[Any]:
-        got = await self.reader.read(topic, partition, first, last)
+    async def _fetch(self, tp: TP, first: int, last: int, why: str) -> list[Any]:
+        got = [r for r in await self._retry(lambda: self.reader.read(tp[0], tp[1], first, last),
+                                            "skipped messages")
+               if r.offset <= last]
         self.repaired += len(got)
+        self._log(tp, first, last, got, why)
+        return got
+
+    def _log(self, tp: TP, first: int, last: int, got: list[Any], why: str) -> None:
+        log.warning("%s: offsets %d..%d of %s[%d] %s; read %d of them from Kafka to process "
+                    "in their place", self.agent, first, last, tp[0], tp[1], why, len(got))
         lost = (last - first + 1) - len(got)
-        log.warning("%s: offsets %d..%d of %s[%d] were dropped by the consumer; read %d of "
-                    "them from Kafka to process in their place", self.agent, first, last,
-                    topic, partition, len(got))
         if lost:
             self.missed += lost
             log.error("%s: %d of offsets %d..%d of %s[%d] cannot be read from Kafka: those "
-                      "messages are missed", self.agent, lost, first, last, topic, partition)
-        return got
+                      "messages are missed", self.agent, lost, first, last, tp[0], tp[1])
+
+    async def handle(self, batch: Sequence[Any],
+                     process: Callable[[list[Any]], Awaitable[None]]) -> list[Any]:
+        """Complete a batch the consumer handed over, process it, and acknowledge what was
+        read from Kafka; return the messages processed."""
+        async with self.lock:
+            now = time.monotonic()
+            for m in batch:
+                self.received[(m.topic, m.partition)] = now
+            out = await self.complete(batch)
+            if out:
+                await process(out)
+                self.done(out)
+            self.active_at = time.monotonic()
+            return out
+
+    async def sweep(self, owned: Iterable[TP],
+                    process: Callable[[list[Any]], Awaitable[None]]) -> int:
+        """Read from Kafka and process what the consumer has not handed over of partitions
+        it has been silent on for ``idle_s`` while the agent was idle too (or for
+        ``starved_s`` while it was busy with others); return the count read.
+
+        A restarted worker was seen, now and then, to get none of its backlog at all; the
+        check of :meth:`complete` needs a later message to notice a skip, and none came.
+        Whatever this reads and the consumer hands over later is dropped as handed over
+        twice. Skipped while the agent is processing a batch.
+        """
+        if self.lock.locked():
+            return 0
+        async with self.lock:
+            now = time.monotonic()
+            agent_idle = now - self.active_at >= self.idle_s
+            silent = {tp: now - max(self.received.get(tp, 0.0), self.assigned_at) for tp in owned}
+            idle = sorted(tp for tp, q in silent.items()
+                          if q >= self.starved_s or (q >= self.idle_s and agent_idle))
+            if not idle:
+                return 0
+            try:
+                for tp in idle:
+                    if tp not in self.expected:
+                        committed = await self.reader.committed(*tp)
+                        self.expected[tp] = (committed if committed is not None
+                                             else await self.reader.beginning(*tp))
+                found = await self.reader.probe({tp: self.expected[tp] for tp in idle},
+                                                self.max_read)
+            except Exception as exc:  # Kafka unreachable: the next sweep tries again
+                log.warning("%s: sweep of silent partitions failed: %r", self.agent, exc)
+                return 0
+            n = 0
+            for tp, got in sorted(found.items()):
+                first = self.expected[tp]
+                got = [r for r in got if r.offset < first + self.max_read]
+                if not got:
+                    continue
+                self.swept += len(got)
+                self._log(tp, first, got[-1].offset, got,
+                            f"are in Kafka but the consumer handed over nothing of that "
+                            f"partition in {silent[tp]:.0f} s")
+                self.expected[tp] = got[-1].offset + 1
+                await process(got)
+                self.done(got)
+                n += len(got)
+            return n
+
+    def counts(self) -> dict[str, int]:
+        """The counters, as ``/counters`` shows them."""
+        return {"repaired": self.repaired, "swept": self.swept,
+                "duplicates": self.duplicates, "missed": self.missed}
 
     def done(self, batch: Sequence[Any]) -> None:
-        """Acknowledge to Faust the repaired messages of a processed batch, so that its
-        commits are not held back by a dropped offset."""
+        """Acknowledge to Faust the messages of a processed batch that were read here, so
+        that its commits are not held back by a skipped offset."""
         if self.ack is not None:
             for m in batch:
                 if not isinstance(m, ConsumerMessage):
                     self.ack(m)
+
+
+def owned_tps(app: Any, topics: Iterable[str]) -> list[TP]:
+    """The partitions of ``topics`` this worker holds as active (not as a standby)."""
+    names = set(topics)
+    return sorted((tp.topic, tp.partition) for tp in app.assignor.assigned_actives()
+                  if tp.topic in names)
+
+
+def tables_ready(app: Any) -> bool:
+    """Tables recovered and no rebalance under way: a timer may read and write them."""
+    return bool(app.tables.recovery.completed.is_set() and not app.rebalancing)
 
 
 def faust_ack(app: faust.App) -> Callable[[Record], None]:

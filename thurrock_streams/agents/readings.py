@@ -25,7 +25,7 @@ from ..engine.processor import Pipeline, Processor, SiteState, StepOutput, dead_
 from ..readings import RawMessage
 from ..settings import Settings
 from ..topics import ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
-from .delivery import OffsetGuard, Reader, faust_ack
+from .delivery import OffsetGuard, Reader, faust_ack, owned_tps, tables_ready
 
 __all__ = ["ReadingsAgent", "partition_for"]
 
@@ -53,11 +53,6 @@ async def finish(step: Awaitable[None]) -> None:
     except asyncio.CancelledError:
         await task
         raise
-
-
-def tables_ready(app: Any) -> bool:
-    """Tables recovered and no rebalance under way: a timer may read and write them."""
-    return bool(app.tables.recovery.completed.is_set() and not app.rebalancing)
 
 
 async def retry_kafka(send: Callable[[], Awaitable[None]], what: str) -> None:
@@ -198,6 +193,7 @@ class ReadingsAgent(LoopLock):
         self.step_max_bytes = 4 << 20
         app.agent(self.sources, name=f"{self.kind}-readings")(self._run)
         app.timer(interval=1.0, name=f"{self.kind}-idle-flush")(self._idle_flush)
+        app.timer(interval=2.0, name=f"{self.kind}-offset-sweep")(self._sweep)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     def _partition_of(self, site: str) -> int:
@@ -211,9 +207,15 @@ class ReadingsAgent(LoopLock):
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
-            batch = await self.offsets.complete([ev.message for ev in events])
-            await finish(self.step_chunks([self._raw(m) for m in batch]))
-            self.offsets.done(batch)
+            await self.offsets.handle([ev.message for ev in events], self._step_messages)
+
+    async def _step_messages(self, messages: list[Any]) -> None:
+        await finish(self.step_chunks([self._raw(m) for m in messages]))
+
+    async def _sweep(self) -> None:
+        if tables_ready(self.app):
+            await self.offsets.sweep(owned_tps(self.app, self.sources.topics),
+                                     self._step_messages)
 
     def _raw(self, m: Any) -> RawMessage:
         if m.topic == self.rekey_out.get_topic_name():

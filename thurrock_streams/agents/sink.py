@@ -22,7 +22,7 @@ from ..adapters.influx import InfluxWriter, to_line
 from ..errors import SinkError
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, DEADLETTER, TRAFFIC_AGGREGATES
-from .delivery import OffsetGuard, Reader, faust_ack
+from .delivery import OffsetGuard, Reader, faust_ack, owned_tps, tables_ready
 from .readings import CLOSED_AT
 
 __all__ = ["SinkAgent"]
@@ -40,6 +40,7 @@ class SinkAgent:
     """Writes every record of the processor's output topics to the store."""
 
     def __init__(self, app: faust.App, settings: Settings, reader: Reader) -> None:
+        self.app = app
         self.settings = settings
         self.writer = InfluxWriter(settings)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -50,8 +51,10 @@ class SinkAgent:
         self.deadletter_out = app.topic(settings.topic(DEADLETTER), partitions=n, internal=True,
                                         **raw)
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=10_000)
-        self.offsets = OffsetGuard("sink", reader, faust_ack(app))
+        self.offsets = OffsetGuard("sink", reader, faust_ack(app),
+                                   max_read=settings.sink_batch_size)
         app.agent(self.sources, name="store-sink")(self._run)
+        app.timer(interval=2.0, name="store-sink-offset-sweep")(self._sweep)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
@@ -59,9 +62,12 @@ class SinkAgent:
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(self.settings.sink_batch_size, within=0.2):
-            batch = await self.offsets.complete([ev.message for ev in events])
-            await self.write_messages(batch)
-            self.offsets.done(batch)
+            await self.offsets.handle([ev.message for ev in events], self.write_messages)
+
+    async def _sweep(self) -> None:
+        if tables_ready(self.app):
+            await self.offsets.sweep(owned_tps(self.app, self.sources.topics),
+                                     self.write_messages)
 
     async def write_messages(self, messages: list[Any]) -> None:
         """Write the points of a batch of messages; return once all are in the store."""
