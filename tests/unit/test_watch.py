@@ -24,3 +24,14 @@ def test_screen_shows_traffic_air_and_open_alerts() -> None:
     assert "alerts: 1 open" in screen and "daqi:no2" in screen and "raised" in screen
     note_alert(open_alerts, recent, {**ev, "state": "cleared", "severity": "low"})
     assert "alerts: 0 open" in render(latest, daqi, means, None, open_alerts, recent)
+
+
+def test_the_screen_shows_what_the_delivery_guard_did_only_when_it_did_something() -> None:
+    counters = {"pipelines": {}, "sink": {}, "delivery": {"offsets": {
+        "air": {"repaired": 0, "swept": 0, "duplicates": 0, "missed": 0},
+        "sink": {"repaired": 0, "swept": 0, "duplicates": 0, "missed": 0}}}}
+    assert "delivery" not in render({}, {}, {}, counters)
+    counters["delivery"]["offsets"]["air"].update(repaired=2, duplicates=5)
+    counters["delivery"]["offsets"]["sink"].update(swept=3, missed=1)
+    assert ("delivery: messages the consumer skipped, read from Kafka: 5; missed: 1 (see the "
+            "worker log)") in render({}, {}, {}, counters)
