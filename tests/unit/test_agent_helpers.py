@@ -147,6 +147,8 @@ class Sweep:
     async def process(self, batch: list[Any]) -> None:
         self.processed.append(offsets(batch))
 
+    handle_nowait: Any = None
+
     def sweep(self, owned: list[tuple[str, int]]) -> int:
         return asyncio.run(self.guard.sweep(owned, self.process))
 
@@ -185,6 +187,49 @@ def test_the_sweep_leaves_partitions_the_consumer_serves_alone(monkeypatch: Any)
     monkeypatch.setattr(time, "monotonic", lambda: 30.0)
     assert s.sweep(owned) == 50  # r[1] silent for 30 s while Kafka holds 0..49
     assert s.processed[-1] == [(1, o) for o in range(50)]
+
+
+def test_a_partition_found_at_its_end_is_asked_again_after_a_doubling_pause(
+        monkeypatch: Any) -> None:
+    monkeypatch.setattr(time, "monotonic", lambda: 0.0)
+    reader = FakeReader({("r", 0): 4}, {("r", 0): 4})
+    s = Sweep(reader, idle_s=10.0, max_pause_s=40.0)
+    asked = []
+    for t in range(10, 200, 2):
+        monkeypatch.setattr(time, "monotonic", lambda t=t: float(t))
+        calls = len(reader.calls)
+        s.sweep([("r", 0)])
+        if any(c[0] == "probe" for c in reader.calls[calls:]):
+            asked.append(t)
+    # pauses of 10, 20, 40, 40, ... s; the committed offset is asked once
+    assert asked == [10, 20, 40, 80, 120, 160]
+    assert [c[0] for c in reader.calls].count("committed") == 1
+    # a message from the consumer ends the pause: the next silence is swept on time
+    monkeypatch.setattr(time, "monotonic", lambda: 200.0)
+    s.handle([faust_message("r", 0, 4)])
+    reader.logs[("r", 0)] = 7
+    monkeypatch.setattr(time, "monotonic", lambda: 210.0)
+    assert s.sweep([("r", 0)]) == 2
+    assert s.processed[-1] == [(0, 5), (0, 6)]
+
+
+def test_a_partition_the_consumer_serves_during_the_sweep_is_left_to_it(
+        monkeypatch: Any) -> None:
+    monkeypatch.setattr(time, "monotonic", lambda: 50.0)
+    reader = FakeReader({("r", 0): 0}, {("r", 0): 5})
+    s = Sweep(reader, idle_s=10.0)
+    s.guard.assigned_at = s.guard.active_at = 0.0
+    probe = reader.probe
+
+    async def slow_probe(starts: Any, max_n: int) -> Any:
+        got = await probe(starts, max_n)
+        s.handle_nowait = await s.guard.handle([faust_message("r", 0, 0)], s.process)
+        return got
+
+    reader.probe = slow_probe  # type: ignore[method-assign]
+    assert s.sweep([("r", 0)]) == 0
+    assert s.processed == [[(0, 0)]]  # only what the consumer handed over
+    assert s.guard.swept == 0
 
 
 def test_the_sweep_waits_while_the_agent_processes_a_batch(monkeypatch: Any) -> None:

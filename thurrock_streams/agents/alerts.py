@@ -107,7 +107,7 @@ class AlertAgent(LoopLock):
         self.offsets = OffsetGuard("alerts", reader, faust_ack(app))
         app.agent(self.sources, name="alerts")(self._run)
         app.timer(interval=2.0, name="alerts-silent")(self._silent_timer)
-        app.timer(interval=2.0, name="alerts-offset-sweep")(self._sweep)
+        app.timer(interval=4.0, name="alerts-offset-sweep")(self._sweep)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
@@ -276,7 +276,7 @@ class NotifyAgent:
         self._ack = faust_ack(app)
         self.offsets = OffsetGuard("alert-notify", reader)  # submit() acknowledges
         app.agent(self.source, name="alert-notify")(self._run)
-        app.timer(interval=2.0, name="alert-notify-offset-sweep")(self._sweep)
+        app.timer(interval=4.0, name="alert-notify-offset-sweep")(self._sweep)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:

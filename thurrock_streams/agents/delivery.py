@@ -118,6 +118,29 @@ class Reader(Protocol):
     async def read(self, topic: str, partition: int, first: int, last: int) -> list[Any]: ...
 
 
+class _QuietAssign(logging.Filter):
+    """Keeps aiokafka's "Updating subscribed topics" line out of the log for the reader's
+    assignments (one every few seconds); the worker's consumer (its own thread) still logs
+    its own."""
+
+    active = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.active, "on", False)
+
+
+_quiet = _QuietAssign()
+logging.getLogger("aiokafka.consumer.subscription_state").addFilter(_quiet)
+
+
+def _assign(client: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+    _quiet.active.on = True
+    try:
+        client.assign(tps)
+    finally:
+        _quiet.active.on = False
+
+
 class KafkaReader:
     """A Kafka client outside the consumer group: reads the group's committed offsets,
     partitions' first and end offsets, and given offsets of a partition. One per worker,
@@ -138,7 +161,7 @@ class KafkaReader:
             client = AIOKafkaConsumer(
                 bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
                 group_id=self.group_id, enable_auto_commit=False,
-                auto_offset_reset="none", **self.client_options())
+                auto_offset_reset="none", fetch_max_wait_ms=100, **self.client_options())
             await client.start()
             self._client = client
         return self._client
@@ -174,7 +197,7 @@ class KafkaReader:
         got: dict[TP, list[Any]] = {tp: [] for tp in starts}
         async with self.lock:
             client = await self._get()
-            client.assign(list(tps.values()))
+            _assign(client, list(tps.values()))
             for tp, start in starts.items():
                 client.seek(tps[tp], start)
             deadline = time.monotonic() + self.read_timeout_s
@@ -199,7 +222,7 @@ class KafkaReader:
         tp = TopicPartition(topic, partition)
         async with self.lock:
             client = await self._get()
-            client.assign([tp])
+            _assign(client, [tp])
             client.seek(tp, first)
             got: list[Any] = []
             deadline = time.monotonic() + self.read_timeout_s
@@ -232,17 +255,23 @@ class OffsetGuard:
 
     def __init__(self, agent: str, reader: Reader,
                  ack: Callable[[Record], None] | None = None, *,
-                 idle_s: float = 10.0, starved_s: float = 30.0, max_read: int = 10_000) -> None:
+                 idle_s: float = 10.0, starved_s: float = 30.0, max_pause_s: float = 60.0,
+                 max_read: int = 10_000) -> None:
         self.agent = agent
         self.reader = reader
         self.ack = ack
         self.idle_s = idle_s
         self.starved_s = starved_s
+        self.max_pause_s = max_pause_s
         self.max_read = max_read
         # per source partition since the takeover: the offset due next, and when (monotonic
         # s) the consumer last handed over a message of it
         self.expected: dict[TP, int] = {}
         self.received: dict[TP, float] = {}
+        # where the consumer starts each partition (asked once); when the sweep may ask
+        # Kafka about a partition again (monotonic s) and the pause before that
+        self.starts: dict[TP, int] = {}
+        self.pause: dict[TP, tuple[float, float]] = {}
         self.assigned_at = time.monotonic()
         self.active_at = self.assigned_at  # the takeover, or the end of the last batch
         # since the process started: offsets the consumer skipped, read here (repaired);
@@ -266,6 +295,8 @@ class OffsetGuard:
         """Forget the offsets seen (call when partitions are assigned)."""
         self.expected.clear()
         self.received.clear()
+        self.starts.clear()
+        self.pause.clear()
         self.assigned_at = self.active_at = time.monotonic()
 
     async def _retry(self, call: Callable[[], Awaitable[Any]], what: str) -> Any:
@@ -297,7 +328,9 @@ class OffsetGuard:
             tp = (m.topic, m.partition)
             want = self.expected.get(tp)
             if want is None:  # the first message since the takeover
-                want = await self._start(tp)
+                want = self.starts.get(tp)
+                if want is None:
+                    want = self.starts[tp] = await self._start(tp)
                 if m.offset < want:  # older than the committed offset: the agent skips it
                     want = m.offset
             if m.offset < want:
@@ -332,8 +365,9 @@ class OffsetGuard:
         read from Kafka; return the messages processed."""
         async with self.lock:
             now = time.monotonic()
-            for m in batch:
-                self.received[(m.topic, m.partition)] = now
+            for tp in {(m.topic, m.partition) for m in batch}:
+                self.received[tp] = now
+                self.pause.pop(tp, None)
             out = await self.complete(batch)
             if out:
                 await process(out)
@@ -349,45 +383,61 @@ class OffsetGuard:
 
         A restarted worker was seen, now and then, to get none of its backlog at all; the
         check of :meth:`complete` needs a later message to notice a skip, and none came.
-        Whatever this reads and the consumer hands over later is dropped as handed over
-        twice. Skipped while the agent is processing a batch.
+        Kafka is asked without holding up the agent; a partition the consumer hands
+        something over of meanwhile is left to it. Whatever is read here and handed over
+        later is dropped as handed over twice. A partition found at its end is asked
+        again after a doubling pause (up to ``max_pause_s``).
         """
         if self.lock.locked():
             return 0
+        now = time.monotonic()
+        agent_idle = now - self.active_at >= self.idle_s
+        silent = {tp: now - max(self.received.get(tp, 0.0), self.assigned_at) for tp in owned}
+        idle = sorted(tp for tp, q in silent.items()
+                      if (q >= self.starved_s or (q >= self.idle_s and agent_idle))
+                      and self.pause.get(tp, (0.0, 0.0))[0] <= now)
+        if not idle:
+            return 0
+        seen = {tp: self.received.get(tp) for tp in idle}
+        try:
+            starts = {tp: await self._due(tp) for tp in idle}
+            found = await self.reader.probe(starts, self.max_read)
+        except Exception as exc:  # Kafka unreachable: the next tick tries again
+            log.warning("%s: sweep of silent partitions failed: %r", self.agent, exc)
+            return 0
+        n = 0
         async with self.lock:
-            now = time.monotonic()
-            agent_idle = now - self.active_at >= self.idle_s
-            silent = {tp: now - max(self.received.get(tp, 0.0), self.assigned_at) for tp in owned}
-            idle = sorted(tp for tp, q in silent.items()
-                          if q >= self.starved_s or (q >= self.idle_s and agent_idle))
-            if not idle:
-                return 0
-            try:
-                for tp in idle:
-                    if tp not in self.expected:
-                        committed = await self.reader.committed(*tp)
-                        self.expected[tp] = (committed if committed is not None
-                                             else await self.reader.beginning(*tp))
-                found = await self.reader.probe({tp: self.expected[tp] for tp in idle},
-                                                self.max_read)
-            except Exception as exc:  # Kafka unreachable: the next sweep tries again
-                log.warning("%s: sweep of silent partitions failed: %r", self.agent, exc)
-                return 0
-            n = 0
-            for tp, got in sorted(found.items()):
-                first = self.expected[tp]
-                got = [r for r in got if r.offset < first + self.max_read]
+            for tp in idle:
+                got = [r for r in found.get(tp, ()) if r.offset < starts[tp] + self.max_read]
+                if (self.received.get(tp) != seen[tp]
+                        or self.expected.get(tp, starts[tp]) != starts[tp]):
+                    continue  # the consumer handed something over meanwhile
                 if not got:
+                    wait = min(max(self.pause.get(tp, (0.0, 0.0))[1] * 2, self.idle_s),
+                               self.max_pause_s)
+                    self.pause[tp] = (time.monotonic() + wait, wait)
                     continue
+                self.pause.pop(tp, None)
                 self.swept += len(got)
-                self._log(tp, first, got[-1].offset, got,
-                            f"are in Kafka but the consumer handed over nothing of that "
-                            f"partition in {silent[tp]:.0f} s")
+                self._log(tp, starts[tp], got[-1].offset, got,
+                          f"are in Kafka but the consumer handed over nothing of that "
+                          f"partition in {silent[tp]:.0f} s")
                 self.expected[tp] = got[-1].offset + 1
                 await process(got)
                 self.done(got)
                 n += len(got)
-            return n
+        return n
+
+    async def _due(self, tp: TP) -> int:
+        """The offset due next in a partition: after the last one seen, else where the
+        consumer starts it (asked once per takeover)."""
+        if tp in self.expected:
+            return self.expected[tp]
+        if tp not in self.starts:
+            committed = await self.reader.committed(*tp)
+            self.starts[tp] = (committed if committed is not None
+                               else await self.reader.beginning(*tp))
+        return self.starts[tp]
 
     def counts(self) -> dict[str, int]:
         """The counters, as ``/counters`` shows them."""

@@ -193,7 +193,7 @@ class ReadingsAgent(LoopLock):
         self.step_max_bytes = 4 << 20
         app.agent(self.sources, name=f"{self.kind}-readings")(self._run)
         app.timer(interval=1.0, name=f"{self.kind}-idle-flush")(self._idle_flush)
-        app.timer(interval=2.0, name=f"{self.kind}-offset-sweep")(self._sweep)
+        app.timer(interval=4.0, name=f"{self.kind}-offset-sweep")(self._sweep)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     def _partition_of(self, site: str) -> int:

@@ -54,7 +54,7 @@ class SinkAgent:
         self.offsets = OffsetGuard("sink", reader, faust_ack(app),
                                    max_read=settings.sink_batch_size)
         app.agent(self.sources, name="store-sink")(self._run)
-        app.timer(interval=2.0, name="store-sink-offset-sweep")(self._sweep)
+        app.timer(interval=4.0, name="store-sink-offset-sweep")(self._sweep)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
