@@ -97,4 +97,5 @@ def test_the_sweep_reads_what_the_consumer_never_handed_over(stack: StackConfig)
     assert (first, again) == (10, 0)
     assert processed == [[(0, o, f"v{o}".encode()) for o in range(20, 30)]]
     assert guard.counts() == {"repaired": 0, "swept": 10, "duplicates": 0, "missed": 0}
-    assert guard.expected == {(topic, 0): 30, (topic, 1): 1}
+    assert guard.expected == {(topic, 0): 30}
+    assert guard.starts == {(topic, 0): 20, (topic, 1): 1}
