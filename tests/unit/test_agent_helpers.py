@@ -232,6 +232,23 @@ def test_a_partition_the_consumer_serves_during_the_sweep_is_left_to_it(
     assert s.guard.swept == 0
 
 
+def test_a_sweep_overtaken_by_a_new_assignment_processes_nothing(monkeypatch: Any) -> None:
+    monkeypatch.setattr(time, "monotonic", lambda: 50.0)
+    reader = FakeReader({("r", 0): 0}, {("r", 0): 5})
+    s = Sweep(reader, idle_s=10.0)
+    s.guard.assigned_at = s.guard.active_at = 0.0
+    probe = reader.probe
+
+    async def probe_then_rebalance(starts: Any, max_n: int) -> Any:
+        got = await probe(starts, max_n)
+        s.guard.reset()  # the partition may now be another worker's
+        return got
+
+    reader.probe = probe_then_rebalance  # type: ignore[method-assign]
+    assert s.sweep([("r", 0)]) == 0
+    assert s.processed == [] and s.guard.swept == 0
+
+
 def test_the_sweep_waits_while_the_agent_processes_a_batch(monkeypatch: Any) -> None:
     monkeypatch.setattr(time, "monotonic", lambda: 100.0)
     reader = FakeReader({("r", 0): 0}, {("r", 0): 3})

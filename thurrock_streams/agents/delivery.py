@@ -399,6 +399,7 @@ class OffsetGuard:
         if not idle:
             return 0
         seen = {tp: self.received.get(tp) for tp in idle}
+        takeover = self.assigned_at
         try:
             starts = {tp: await self._due(tp) for tp in idle}
             found = await self.reader.probe(starts, self.max_read)
@@ -407,6 +408,8 @@ class OffsetGuard:
             return 0
         n = 0
         async with self.lock:
+            if self.assigned_at != takeover:
+                return 0  # partitions were assigned anew meanwhile: this read is stale
             for tp in idle:
                 got = [r for r in found.get(tp, ()) if r.offset < starts[tp] + self.max_read]
                 if (self.received.get(tp) != seen[tp]
