@@ -84,7 +84,7 @@ def test_the_sweep_reads_what_the_consumer_never_handed_over(stack: StackConfig)
     async def main() -> tuple[int, int, OffsetGuard]:
         reader = KafkaReader(Settings(kafka_bootstrap_servers=stack.bootstrap), group)
         try:
-            guard = OffsetGuard("test", reader, idle_s=0.0)
+            guard = OffsetGuard("test", reader, idle_s=0.0, grace_s=0.0)
             owned = [(topic, 0), (topic, 1)]
             first = await guard.sweep(owned, process)
             again = await guard.sweep(owned, process)  # nothing new: nothing read

@@ -164,7 +164,12 @@ def test_the_sweep_reads_a_backlog_the_consumer_never_hands_over(monkeypatch: An
     monkeypatch.setattr(time, "monotonic", lambda: 4.9)
     assert s.sweep(owned) == 0 and reader.calls == []  # not idle long enough
     monkeypatch.setattr(time, "monotonic", lambda: 5.0)
-    # r[0] holds 5..11 past its committed offset; r[1] is at its end
+    # r[0] holds 5..11 past its committed offset; r[1] is at its end. They may have just
+    # been written: a second look after the grace period takes them.
+    assert s.sweep(owned) == 0
+    monkeypatch.setattr(time, "monotonic", lambda: 9.9)
+    assert s.sweep(owned) == 0
+    monkeypatch.setattr(time, "monotonic", lambda: 10.0)
     assert s.sweep(owned) == 7
     assert s.processed == [[(0, o) for o in range(5, 12)]]
     assert s.acked == list(range(5, 12))
@@ -185,7 +190,9 @@ def test_the_sweep_leaves_partitions_the_consumer_serves_alone(monkeypatch: Any)
         s.handle([faust_message("r", 0, t // 2)])
         assert s.sweep(owned) == 0  # the agent is busy: r[1] is not starved yet
     monkeypatch.setattr(time, "monotonic", lambda: 30.0)
-    assert s.sweep(owned) == 50  # r[1] silent for 30 s while Kafka holds 0..49
+    assert s.sweep(owned) == 0  # r[1] silent for 30 s while Kafka holds 0..49: seen
+    monkeypatch.setattr(time, "monotonic", lambda: 35.0)
+    assert s.sweep(owned) == 50  # and still there 5 s later
     assert s.processed[-1] == [(1, o) for o in range(50)]
 
 
@@ -209,6 +216,8 @@ def test_a_partition_found_at_its_end_is_asked_again_after_a_doubling_pause(
     s.handle([faust_message("r", 0, 4)])
     reader.logs[("r", 0)] = 7
     monkeypatch.setattr(time, "monotonic", lambda: 210.0)
+    assert s.sweep([("r", 0)]) == 0
+    monkeypatch.setattr(time, "monotonic", lambda: 215.0)
     assert s.sweep([("r", 0)]) == 2
     assert s.processed[-1] == [(0, 5), (0, 6)]
 
@@ -217,7 +226,7 @@ def test_a_partition_the_consumer_serves_during_the_sweep_is_left_to_it(
         monkeypatch: Any) -> None:
     monkeypatch.setattr(time, "monotonic", lambda: 50.0)
     reader = FakeReader({("r", 0): 0}, {("r", 0): 5})
-    s = Sweep(reader, idle_s=10.0)
+    s = Sweep(reader, idle_s=10.0, grace_s=0.0)
     s.guard.assigned_at = s.guard.active_at = 0.0
     probe = reader.probe
 
@@ -235,7 +244,7 @@ def test_a_partition_the_consumer_serves_during_the_sweep_is_left_to_it(
 def test_a_sweep_overtaken_by_a_new_assignment_processes_nothing(monkeypatch: Any) -> None:
     monkeypatch.setattr(time, "monotonic", lambda: 50.0)
     reader = FakeReader({("r", 0): 0}, {("r", 0): 5})
-    s = Sweep(reader, idle_s=10.0)
+    s = Sweep(reader, idle_s=10.0, grace_s=0.0)
     s.guard.assigned_at = s.guard.active_at = 0.0
     probe = reader.probe
 

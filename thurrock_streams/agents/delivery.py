@@ -255,13 +255,14 @@ class OffsetGuard:
 
     def __init__(self, agent: str, reader: Reader,
                  ack: Callable[[Record], None] | None = None, *,
-                 idle_s: float = 10.0, starved_s: float = 30.0, max_pause_s: float = 60.0,
-                 max_read: int = 10_000) -> None:
+                 idle_s: float = 10.0, starved_s: float = 30.0, grace_s: float = 5.0,
+                 max_pause_s: float = 60.0, max_read: int = 10_000) -> None:
         self.agent = agent
         self.reader = reader
         self.ack = ack
         self.idle_s = idle_s
         self.starved_s = starved_s
+        self.grace_s = grace_s
         self.max_pause_s = max_pause_s
         self.max_read = max_read
         # per source partition since the takeover: the offset due next, and when (monotonic
@@ -272,6 +273,8 @@ class OffsetGuard:
         # Kafka about a partition again (monotonic s) and the pause before that
         self.starts: dict[TP, int] = {}
         self.pause: dict[TP, tuple[float, float]] = {}
+        # messages the sweep found waiting: (offset due, when first found)
+        self.found: dict[TP, tuple[int, float]] = {}
         self.assigned_at = time.monotonic()
         self.active_at = self.assigned_at  # the takeover, or the end of the last batch
         # since the process started: offsets the consumer skipped, read here (repaired);
@@ -297,6 +300,7 @@ class OffsetGuard:
         self.received.clear()
         self.starts.clear()
         self.pause.clear()
+        self.found.clear()
         self.assigned_at = self.active_at = time.monotonic()
 
     async def _retry(self, call: Callable[[], Awaitable[Any]], what: str) -> Any:
@@ -368,6 +372,7 @@ class OffsetGuard:
             for tp in {(m.topic, m.partition) for m in batch}:
                 self.received[tp] = now
                 self.pause.pop(tp, None)
+                self.found.pop(tp, None)
             out = await self.complete(batch)
             if out:
                 await process(out)
@@ -384,8 +389,10 @@ class OffsetGuard:
         A restarted worker was seen, now and then, to get none of its backlog at all; the
         check of :meth:`complete` needs a later message to notice a skip, and none came.
         Kafka is asked without holding up the agent; a partition the consumer hands
-        something over of meanwhile is left to it. Whatever is read here and handed over
-        later is dropped as handed over twice. A partition found at its end is asked
+        something over of meanwhile is left to it, and messages are taken only when a
+        second look ``grace_s`` later still finds them waiting (they may have just been
+        written). Whatever is read here and handed over later is dropped as handed over
+        twice. A partition found at its end is asked
         again after a doubling pause (up to ``max_pause_s``).
         """
         if self.lock.locked():
@@ -421,6 +428,13 @@ class OffsetGuard:
                     self.pause[tp] = (time.monotonic() + wait, wait)
                     continue
                 self.pause.pop(tp, None)
+                first_found = self.found.setdefault(tp, (starts[tp], now))
+                if first_found[0] != starts[tp]:
+                    self.found[tp] = (starts[tp], now)
+                    continue
+                if now - first_found[1] < self.grace_s:
+                    continue  # maybe just written: the consumer gets a few seconds more
+                del self.found[tp]
                 self.swept += len(got)
                 self._log(tp, starts[tp], got[-1].offset, got,
                           f"are in Kafka but the consumer handed over nothing of that "
