@@ -93,12 +93,12 @@ def test_a_first_message_past_the_committed_offset_brings_the_skipped_ones() -> 
 def test_messages_handed_over_twice_are_dropped_and_nothing_is_read_without_a_gap() -> None:
     reader = FakeReader({("r", 0): 10}, {("r", 0): 100})
     guard = OffsetGuard("t", reader)
-    # 8 and 9 precede the committed offset (the agents skip what they applied); the second
+    # 8 and 9 precede the committed offset (processed before it was committed); the second
     # 9 and 10 were handed over before
     batch = [Rec("r", 0, 8), Rec("r", 0, 9), Rec("r", 0, 10), Rec("r", 0, 9), Rec("r", 0, 11),
              Rec("r", 0, 10)]
-    assert offsets(run(guard, batch)) == [(0, 8), (0, 9), (0, 10), (0, 11)]
-    assert (guard.duplicates, guard.repaired, guard.missed) == (2, 0, 0)
+    assert offsets(run(guard, batch)) == [(0, 10), (0, 11)]
+    assert (guard.duplicates, guard.repaired, guard.missed) == (4, 0, 0)
     assert not [c for c in reader.calls if c[0] == "read"]
 
 
@@ -316,3 +316,29 @@ def test_an_event_no_stream_started_is_not_acknowledged(monkeypatch: Any) -> Non
     assert seen == [6]
     assert acked == [6]
     assert refused == 1
+
+
+def test_the_notifier_acks_a_copy_handed_over_again_only_once_the_first_is_delivered() -> None:
+    import threading
+
+    from thurrock_streams.agents.alerts import NotifyAgent
+
+    done: list[Any] = []
+
+    class Dispatcher:
+        def submit(self, rec: Any, on_done: Any) -> None:
+            done.append(on_done)
+
+    agent = NotifyAgent.__new__(NotifyAgent)
+    agent.dispatcher = Dispatcher()  # type: ignore[assignment]
+    agent._waiting, agent._key_of, agent._next = {}, {}, 0
+    agent._guard = threading.Lock()
+    acked: list[str] = []
+    first = Rec("alerts", 1, 7, value=b'{"state": "raised"}')
+    agent.submit(first, lambda: acked.append("first"))
+    agent._ack_with(Rec("alerts", 1, 7), lambda: acked.append("copy"))
+    agent._ack_with(Rec("alerts", 1, 8), lambda: acked.append("other"))  # none waiting
+    assert acked == ["other"]
+    done[0]()  # every notifier has the first copy
+    assert acked == ["other", "first", "copy"]
+    assert agent._waiting == {} and agent._key_of == {}

@@ -132,14 +132,16 @@ class AlertAgent(LoopLock):
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(5000, within=0.2):
-            await self.offsets.handle([ev.message for ev in events], self._step_messages)
+            await finish(self.offsets.handle([ev.message for ev in events],
+                                             self._step_messages))
 
     async def _step_messages(self, messages: list[Any]) -> None:
         await finish(self.step([(m.topic, m.partition, m.offset, m.value) for m in messages]))
 
     async def _sweep(self) -> None:
         if tables_ready(self.app):
-            await self.offsets.sweep(owned_tps(self.app, self.kind_of), self._step_messages)
+            await self.offsets.sweep(owned_tps(self.app, self.kind_of), self._step_messages,
+                                     lambda: tables_ready(self.app))
 
     async def step(self, messages: list[tuple[str, int, int, bytes | None]]) -> None:
         """Evaluate a batch of aggregate records, deliver the events, store the states."""
@@ -268,9 +270,12 @@ class NotifyAgent:
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.source = app.topic(settings.topic(ALERTS), partitions=settings.topic_partitions,
                                 internal=True, **raw)
-        # Each waiting event's acknowledgement: Faust's event's, or for an event the
-        # guard read from Kafka, an ack by its offset.
-        self._waiting: dict[int, Callable[[], Any]] = {}
+        # Each waiting event: its (topic, partition, offset) and acknowledgements (Faust's
+        # event's, or for an event the guard read from Kafka, an ack by its offset; plus
+        # those of copies the consumer handed over again meanwhile); and the waiting key of
+        # each (topic, partition, offset).
+        self._waiting: dict[int, tuple[tuple[str, int, int], list[Callable[[], Any]]]] = {}
+        self._key_of: dict[tuple[str, int, int], int] = {}
         self._guard = threading.Lock()  # the rebalance callback runs on the consumer's thread
         self._next = 0
         self._ack = faust_ack(app)
@@ -290,12 +295,22 @@ class NotifyAgent:
                                 else functools.partial(self._ack, m))
 
             if not await self.offsets.handle([event.message], process):
-                event.ack()  # handed over twice: processed already
+                self._ack_with(event.message, event.ack)  # handed over twice
+
+    def _ack_with(self, m: Any, ack: Callable[[], Any]) -> None:
+        """Acknowledge a copy of an event handed over again once the first copy is
+        delivered (at once if it is)."""
+        with self._guard:
+            key = self._key_of.get((m.topic, m.partition, m.offset))
+            if key is not None:
+                self._waiting[key][1].append(ack)
+                return
+        ack()
 
     async def _sweep(self) -> None:
         if tables_ready(self.app):
             await self.offsets.sweep(owned_tps(self.app, [self.source.get_topic_name()]),
-                                     self._submit_read)
+                                     self._submit_read, lambda: tables_ready(self.app))
 
     async def _submit_read(self, messages: list[Any]) -> None:
         for m in messages:
@@ -309,22 +324,27 @@ class NotifyAgent:
             log.error("alerts: unreadable alert event at offset %d", m.offset)
             ack()
             return
+        mkey = (m.topic, m.partition, m.offset)
         with self._guard:
             key = self._next
             self._next += 1
-            self._waiting[key] = ack
+            self._waiting[key] = (mkey, [ack])
+            self._key_of[mkey] = key
         self.dispatcher.submit(rec, on_done=functools.partial(self._done, key))
 
     def _done(self, key: int) -> None:
         with self._guard:
-            ack = self._waiting.pop(key, None)
-        if ack is not None:
+            mkey, acks = self._waiting.pop(key, (None, []))
+            if mkey is not None and self._key_of.get(mkey) == key:
+                del self._key_of[mkey]
+        for ack in acks:
             ack()
 
     def release_all(self) -> None:
         """Acknowledge every event still being delivered (a rebalance is starting)."""
         with self._guard:
-            acks = list(self._waiting.values())
+            acks = [a for _, waiting in self._waiting.values() for a in waiting]
             self._waiting.clear()
+            self._key_of.clear()
         for ack in acks:
             ack()

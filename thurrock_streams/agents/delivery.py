@@ -143,8 +143,9 @@ def _assign(client: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
 
 class KafkaReader:
     """A Kafka client outside the consumer group: reads the group's committed offsets,
-    partitions' first and end offsets, and given offsets of a partition. One per worker,
-    shared by its agents."""
+    partitions' first offsets, and messages from given offsets. One per worker, shared by
+    its agents. Every call gives up after ``read_timeout_s`` without progress (aiokafka
+    retries some requests forever)."""
 
     def __init__(self, settings: Settings, group_id: str, *,
                  client_options: Callable[[], dict[str, Any]] | None = None,
@@ -155,14 +156,21 @@ class KafkaReader:
         self.read_timeout_s = read_timeout_s
         self._client: AIOKafkaConsumer | None = None
         self._lock: asyncio.Lock | None = None
+        self._closed = False
 
     async def _get(self) -> AIOKafkaConsumer:
+        if self._closed:
+            raise RuntimeError("the offset reader is closed")
         if self._client is None:
             client = AIOKafkaConsumer(
                 bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
                 group_id=self.group_id, enable_auto_commit=False,
                 auto_offset_reset="none", fetch_max_wait_ms=100, **self.client_options())
-            await client.start()
+            try:
+                await asyncio.wait_for(client.start(), self.read_timeout_s)
+            except BaseException:
+                await asyncio.wait_for(client.stop(), 10)
+                raise
             self._client = client
         return self._client
 
@@ -176,15 +184,51 @@ class KafkaReader:
         """The group's committed offset of a partition (the next to process), if any."""
         async with self.lock:
             client = await self._get()
-            offset = await client.committed(TopicPartition(topic, partition))
+            offset = await asyncio.wait_for(client.committed(TopicPartition(topic, partition)),
+                                            self.read_timeout_s)
             return None if offset is None or offset < 0 else int(offset)
 
     async def beginning(self, topic: str, partition: int) -> int:
         """The partition's first offset (where a group without a commit starts)."""
-        tp = TopicPartition(topic, partition)
         async with self.lock:
-            client = await self._get()
-            return int((await client.beginning_offsets([tp]))[tp])
+            return (await self._beginnings(await self._get(), [(topic, partition)]))[
+                (topic, partition)]
+
+    async def _beginnings(self, client: AIOKafkaConsumer, tps: Sequence[TP]) -> dict[TP, int]:
+        got = await asyncio.wait_for(
+            client.beginning_offsets([TopicPartition(*tp) for tp in tps]), self.read_timeout_s)
+        return {(tp.topic, tp.partition): int(o) for tp, o in got.items()}
+
+    async def _fetch(self, client: AIOKafkaConsumer, starts: Mapping[TP, int],
+                     enough: Callable[[TP, list[Any]], bool], wait_ms: int,
+                     until_empty: bool) -> dict[TP, list[Any]]:
+        """Messages from each start offset on (from the partition's first offset where
+        the start is gone), until ``enough`` says so for every partition, or (with
+        ``until_empty``) a fetch finds nothing new within ``wait_ms``, or
+        ``read_timeout_s`` pass without progress."""
+        first = await self._beginnings(client, list(starts))
+        ktps = {tp: TopicPartition(*tp) for tp in starts}
+        _assign(client, list(ktps.values()))
+        for tp, start in starts.items():
+            client.seek(ktps[tp], max(start, first.get(tp, 0)))
+        got: dict[TP, list[Any]] = {tp: [] for tp in starts}
+        deadline = time.monotonic() + self.read_timeout_s
+        while time.monotonic() < deadline:
+            wanted = [ktps[tp] for tp in starts if not enough(tp, got[tp])]
+            if not wanted:
+                break
+            batch = await client.getmany(*wanted, timeout_ms=wait_ms)
+            if not batch:
+                if until_empty:
+                    break
+                continue
+            deadline = time.monotonic() + self.read_timeout_s
+            for ktp, records in batch.items():
+                tp = (ktp.topic, ktp.partition)
+                got[tp] += [r for r in records if r.offset >= starts[tp]]
+        # The partitions stay assigned until the next call: stopping the client after an
+        # unsubscribe() was seen to hang (aiokafka 0.14 on the local broker).
+        return got
 
     async def probe(self, starts: Mapping[TP, int], max_n: int,
                     wait_ms: int = 300) -> dict[TP, list[Any]]:
@@ -193,55 +237,32 @@ class KafkaReader:
         there are none. (Not from end offsets: the local broker under-reports them.)"""
         if not starts:
             return {}
-        tps = {tp: TopicPartition(*tp) for tp in starts}
-        got: dict[TP, list[Any]] = {tp: [] for tp in starts}
         async with self.lock:
-            client = await self._get()
-            _assign(client, list(tps.values()))
-            for tp, start in starts.items():
-                client.seek(tps[tp], start)
-            deadline = time.monotonic() + self.read_timeout_s
-            while time.monotonic() < deadline:
-                open_ = [ktp for tp, ktp in tps.items() if len(got[tp]) < max_n]
-                if not open_:
-                    break
-                batch = await client.getmany(*open_, timeout_ms=wait_ms)
-                if not batch:
-                    break
-                for ktp, records in batch.items():
-                    tp = (ktp.topic, ktp.partition)
-                    got[tp] += [r for r in records if r.offset >= starts[tp]]
-            # The partitions stay assigned until the next call: stopping the client after
-            # an unsubscribe() was seen to hang (aiokafka 0.14 on the local broker).
+            got = await self._fetch(await self._get(), starts,
+                                    lambda tp, recs: len(recs) >= max_n, wait_ms,
+                                    until_empty=True)
         return {tp: recs for tp, recs in got.items() if recs}
 
     async def read(self, topic: str, partition: int, first: int, last: int) -> list[Any]:
-        """The messages from offset ``first`` on, in order: at least up to ``last`` if they
-        exist, and the rest of the record batch holding ``last`` (up to the read timeout;
-        fewer if some no longer exist)."""
-        tp = TopicPartition(topic, partition)
+        """The messages from offset ``first`` on, in order: at least up to ``last`` where
+        they exist (fewer when some are gone by retention)."""
+        tp = (topic, partition)
         async with self.lock:
-            client = await self._get()
-            _assign(client, [tp])
-            client.seek(tp, first)
-            got: list[Any] = []
-            deadline = time.monotonic() + self.read_timeout_s
-            while time.monotonic() < deadline:
-                batch = await client.getmany(tp, timeout_ms=500)
-                records = batch.get(tp, [])
-                got += [r for r in records if r.offset >= first]
-                if records and records[-1].offset >= last:
-                    break
-            return got
+            got = await self._fetch(await self._get(), {tp: first},
+                                    lambda _, recs: bool(recs) and recs[-1].offset >= last,
+                                    wait_ms=500, until_empty=False)
+        return got[tp]
 
     async def close(self) -> None:
-        """Stop the client."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            try:
-                await asyncio.wait_for(client.stop(), 10)
-            except TimeoutError:
-                log.warning("the offset reader's Kafka client did not stop within 10 s")
+        """Stop the client; later calls fail."""
+        self._closed = True
+        async with self.lock:
+            if self._client is not None:
+                client, self._client = self._client, None
+                try:
+                    await asyncio.wait_for(client.stop(), 10)
+                except TimeoutError:
+                    log.warning("the offset reader's Kafka client did not stop within 10 s")
 
 
 class OffsetGuard:
@@ -335,8 +356,8 @@ class OffsetGuard:
                 want = self.starts.get(tp)
                 if want is None:
                     want = self.starts[tp] = await self._start(tp)
-                if m.offset < want:  # older than the committed offset: the agent skips it
-                    want = m.offset
+            # below the offset due: handed over again, or older than the committed offset
+            # (processed before it was committed)
             if m.offset < want:
                 self.duplicates += 1
                 continue
@@ -381,7 +402,8 @@ class OffsetGuard:
             return out
 
     async def sweep(self, owned: Iterable[TP],
-                    process: Callable[[list[Any]], Awaitable[None]]) -> int:
+                    process: Callable[[list[Any]], Awaitable[None]],
+                    ready: Callable[[], bool] = lambda: True) -> int:
         """Read from Kafka and process what the consumer has not handed over of partitions
         it has been silent on for ``idle_s`` while the agent was idle too (or for
         ``starved_s`` while it was busy with others); return the count read.
@@ -392,8 +414,9 @@ class OffsetGuard:
         something over of meanwhile is left to it, and messages are taken only when a
         second look ``grace_s`` later still finds them waiting (they may have just been
         written). Whatever is read here and handed over later is dropped as handed over
-        twice. A partition found at its end is asked
-        again after a doubling pause (up to ``max_pause_s``).
+        twice. A partition found at its end is asked again after a doubling pause (up to
+        ``max_pause_s``). Nothing is processed once ``ready()`` turns false (a rebalance)
+        or the partitions were assigned anew.
         """
         if self.lock.locked():
             return 0
@@ -408,16 +431,16 @@ class OffsetGuard:
         seen = {tp: self.received.get(tp) for tp in idle}
         takeover = self.assigned_at
         try:
-            starts = {tp: await self._due(tp) for tp in idle}
+            starts = {tp: await self._due(tp, takeover) for tp in idle}
             found = await self.reader.probe(starts, self.max_read)
         except Exception as exc:  # Kafka unreachable: the next tick tries again
             log.warning("%s: sweep of silent partitions failed: %r", self.agent, exc)
             return 0
         n = 0
         async with self.lock:
-            if self.assigned_at != takeover:
-                return 0  # partitions were assigned anew meanwhile: this read is stale
             for tp in idle:
+                if self.assigned_at != takeover or not ready():
+                    break  # a rebalance meanwhile: the partitions may be another worker's
                 got = [r for r in found.get(tp, ()) if r.offset < starts[tp] + self.max_read]
                 if (self.received.get(tp) != seen[tp]
                         or self.expected.get(tp, starts[tp]) != starts[tp]):
@@ -440,21 +463,30 @@ class OffsetGuard:
                           f"are in Kafka but the consumer handed over nothing of that "
                           f"partition in {silent[tp]:.0f} s")
                 self.expected[tp] = got[-1].offset + 1
-                await process(got)
+                try:
+                    await process(got)
+                except Exception:
+                    # not processed: leave them to the consumer or the next sweep
+                    log.exception("%s: processing %d messages read from %s[%d] failed",
+                                  self.agent, len(got), *tp)
+                    self.expected[tp] = starts[tp]
+                    continue
                 self.done(got)
                 n += len(got)
         return n
 
-    async def _due(self, tp: TP) -> int:
+    async def _due(self, tp: TP, takeover: float) -> int:
         """The offset due next in a partition: after the last one seen, else where the
         consumer starts it (asked once per takeover)."""
         if tp in self.expected:
             return self.expected[tp]
-        if tp not in self.starts:
-            committed = await self.reader.committed(*tp)
-            self.starts[tp] = (committed if committed is not None
-                               else await self.reader.beginning(*tp))
-        return self.starts[tp]
+        if tp in self.starts:
+            return self.starts[tp]
+        committed = await self.reader.committed(*tp)
+        start = committed if committed is not None else await self.reader.beginning(*tp)
+        if self.assigned_at == takeover and tp not in self.starts:
+            self.starts[tp] = start
+        return start
 
     def counts(self) -> dict[str, int]:
         """The counters, as ``/counters`` shows them."""

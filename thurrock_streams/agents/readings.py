@@ -40,7 +40,7 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-async def finish(step: Awaitable[None]) -> None:
+async def finish(step: Awaitable[Any]) -> None:
     """Run a step to its end even if the agent is cancelled meanwhile.
 
     Faust acks a batch when the agent's loop body ends, even by an exception or a
@@ -207,7 +207,8 @@ class ReadingsAgent(LoopLock):
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
-            await self.offsets.handle([ev.message for ev in events], self._step_messages)
+            await finish(self.offsets.handle([ev.message for ev in events],
+                                             self._step_messages))
 
     async def _step_messages(self, messages: list[Any]) -> None:
         await finish(self.step_chunks([self._raw(m) for m in messages]))
@@ -215,7 +216,7 @@ class ReadingsAgent(LoopLock):
     async def _sweep(self) -> None:
         if tables_ready(self.app):
             await self.offsets.sweep(owned_tps(self.app, self.sources.topics),
-                                     self._step_messages)
+                                     self._step_messages, lambda: tables_ready(self.app))
 
     def _raw(self, m: Any) -> RawMessage:
         if m.topic == self.rekey_out.get_topic_name():

@@ -67,7 +67,7 @@ class SinkAgent:
     async def _sweep(self) -> None:
         if tables_ready(self.app):
             await self.offsets.sweep(owned_tps(self.app, self.sources.topics),
-                                     self.write_messages)
+                                     self.write_messages, lambda: tables_ready(self.app))
 
     async def write_messages(self, messages: list[Any]) -> None:
         """Write the points of a batch of messages; return once all are in the store."""
