@@ -49,8 +49,8 @@ from faust.types.tuples import ConsumerMessage
 
 from ..settings import Settings
 
-__all__ = ["Event", "KafkaReader", "OffsetGuard", "faust_ack", "owned_tps", "tables_ready",
-           "unstarted_events"]
+__all__ = ["Event", "KafkaReader", "OffsetGuard", "ReaderClosed", "faust_ack", "owned_tps",
+           "tables_ready", "unstarted_events"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,10 @@ def _assign(client: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         _quiet.active.on = False
 
 
+class ReaderClosed(RuntimeError):
+    """The worker is stopping: the reader no longer reads."""
+
+
 class KafkaReader:
     """A Kafka client outside the consumer group: reads the group's committed offsets,
     partitions' first offsets, and messages from given offsets. One per worker, shared by
@@ -160,7 +164,7 @@ class KafkaReader:
 
     async def _get(self) -> AIOKafkaConsumer:
         if self._closed:
-            raise RuntimeError("the offset reader is closed")
+            raise ReaderClosed("the offset reader is closed (the worker is stopping)")
         if self._client is None:
             client = AIOKafkaConsumer(
                 bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
@@ -331,6 +335,8 @@ class OffsetGuard:
         while True:
             try:
                 return await call()
+            except ReaderClosed:
+                raise
             except Exception as exc:  # a Kafka error, a timeout: Kafka is unreachable
                 log.warning("%s: reading %s from Kafka failed (%r); retrying in %.1f s",
                             self.agent, what, exc, delay)
@@ -433,6 +439,8 @@ class OffsetGuard:
         try:
             starts = {tp: await self._due(tp, takeover) for tp in idle}
             found = await self.reader.probe(starts, self.max_read)
+        except ReaderClosed:
+            return 0
         except Exception as exc:  # Kafka unreachable: the next tick tries again
             log.warning("%s: sweep of silent partitions failed: %r", self.agent, exc)
             return 0
