@@ -21,8 +21,8 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
     """Counters of every pipeline and the sink's state."""
     s = rt.sink.writer.stats
     lat = np.asarray(rt.sink.latency_ms, dtype=np.float64)
-    guards = {"traffic": rt.traffic.offsets, "air": rt.air.offsets, "alerts": rt.alerts.offsets,
-              "alert-notify": rt.notify.offsets, "sink": rt.sink.offsets}
+    guards = (rt.traffic.offsets, rt.air.offsets, rt.alerts.offsets, rt.notify.offsets,
+              rt.sink.offsets)
     pipelines = {}
     for agent in (rt.traffic, rt.air):
         c = agent.processor.counters
@@ -36,7 +36,7 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
         "pipelines": pipelines,
         "alerts": {**rt.alerts.counters.as_dict(), "notifiers": rt.dispatcher.stats()},
         "delivery": {
-            "offsets": {name: g.counts() for name, g in guards.items()},
+            "offsets": {g.agent: g.counts() for g in guards},
             "unstarted_events_redelivered": unstarted_events.value,
         },
         "sink": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,8 +148,6 @@ class Sweep:
     async def process(self, batch: list[Any]) -> None:
         self.processed.append(offsets(batch))
 
-    handle_nowait: Any = None
-
     def sweep(self, owned: list[tuple[str, int]]) -> int:
         return asyncio.run(self.guard.sweep(owned, self.process))
 
@@ -222,39 +221,37 @@ def test_a_partition_found_at_its_end_is_asked_again_after_a_doubling_pause(
     assert s.processed[-1] == [(0, 5), (0, 6)]
 
 
-def test_a_partition_the_consumer_serves_during_the_sweep_is_left_to_it(
-        monkeypatch: Any) -> None:
+def sweep_with(monkeypatch: Any, meanwhile: Callable[[Sweep], Awaitable[Any]]) -> Sweep:
+    """A sweep of r[0] (offsets 0..4 waiting, silent since the takeover) during whose read
+    from Kafka ``meanwhile`` happens."""
     monkeypatch.setattr(time, "monotonic", lambda: 50.0)
     reader = FakeReader({("r", 0): 0}, {("r", 0): 5})
     s = Sweep(reader, idle_s=10.0, grace_s=0.0)
     s.guard.assigned_at = s.guard.active_at = 0.0
     probe = reader.probe
 
-    async def slow_probe(starts: Any, max_n: int) -> Any:
+    async def probe_and_meanwhile(starts: Any, max_n: int) -> Any:
         got = await probe(starts, max_n)
-        s.handle_nowait = await s.guard.handle([faust_message("r", 0, 0)], s.process)
+        await meanwhile(s)
         return got
 
-    reader.probe = slow_probe  # type: ignore[method-assign]
+    reader.probe = probe_and_meanwhile  # type: ignore[method-assign]
     assert s.sweep([("r", 0)]) == 0
+    return s
+
+
+def test_a_partition_the_consumer_serves_during_the_sweep_is_left_to_it(
+        monkeypatch: Any) -> None:
+    s = sweep_with(monkeypatch, lambda s: s.guard.handle([faust_message("r", 0, 0)], s.process))
     assert s.processed == [[(0, 0)]]  # only what the consumer handed over
     assert s.guard.swept == 0
 
 
 def test_a_sweep_overtaken_by_a_new_assignment_processes_nothing(monkeypatch: Any) -> None:
-    monkeypatch.setattr(time, "monotonic", lambda: 50.0)
-    reader = FakeReader({("r", 0): 0}, {("r", 0): 5})
-    s = Sweep(reader, idle_s=10.0, grace_s=0.0)
-    s.guard.assigned_at = s.guard.active_at = 0.0
-    probe = reader.probe
-
-    async def probe_then_rebalance(starts: Any, max_n: int) -> Any:
-        got = await probe(starts, max_n)
+    async def rebalance(s: Sweep) -> None:
         s.guard.reset()  # the partition may now be another worker's
-        return got
 
-    reader.probe = probe_then_rebalance  # type: ignore[method-assign]
-    assert s.sweep([("r", 0)]) == 0
+    s = sweep_with(monkeypatch, rebalance)
     assert s.processed == [] and s.guard.swept == 0
 
 

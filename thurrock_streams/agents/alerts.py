@@ -35,7 +35,7 @@ from ..alerts.notify import Dispatcher
 from ..alerts.rules import Rules
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
-from .delivery import OffsetGuard, Reader, faust_ack, owned_tps, tables_ready
+from .delivery import OffsetGuard, Reader, faust_ack, tables_ready
 from .readings import (
     LoopLock,
     SiteTable,
@@ -107,14 +107,13 @@ class AlertAgent(LoopLock):
         self.offsets = OffsetGuard("alerts", reader, faust_ack(app))
         app.agent(self.sources, name="alerts")(self._run)
         app.timer(interval=2.0, name="alerts-silent")(self._silent_timer)
-        app.timer(interval=4.0, name="alerts-offset-sweep")(self._sweep)
+        self.offsets.attach(app, self.kind_of, self._step_messages)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
         self._index_stale = True
         self._assigned_at = time.monotonic()
         self.last_rx.clear()
-        self.offsets.reset()
 
     async def _silent_timer(self) -> None:
         """Check for silent sites (the only place: a site is silent only after
@@ -137,11 +136,6 @@ class AlertAgent(LoopLock):
 
     async def _step_messages(self, messages: list[Any]) -> None:
         await finish(self.step([(m.topic, m.partition, m.offset, m.value) for m in messages]))
-
-    async def _sweep(self) -> None:
-        if tables_ready(self.app):
-            await self.offsets.sweep(owned_tps(self.app, self.kind_of), self._step_messages,
-                                     lambda: tables_ready(self.app))
 
     async def step(self, messages: list[tuple[str, int, int, bytes | None]]) -> None:
         """Evaluate a batch of aggregate records, deliver the events, store the states."""
@@ -265,7 +259,6 @@ class NotifyAgent:
 
     def __init__(self, app: faust.App, settings: Settings, dispatcher: Dispatcher,
                  reader: Reader) -> None:
-        self.app = app
         self.dispatcher = dispatcher
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.source = app.topic(settings.topic(ALERTS), partitions=settings.topic_partitions,
@@ -281,11 +274,7 @@ class NotifyAgent:
         self._ack = faust_ack(app)
         self.offsets = OffsetGuard("alert-notify", reader)  # submit() acknowledges
         app.agent(self.source, name="alert-notify")(self._run)
-        app.timer(interval=4.0, name="alert-notify-offset-sweep")(self._sweep)
-        app.on_partitions_assigned.connect(self._on_assigned)
-
-    async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
-        self.offsets.reset()
+        self.offsets.attach(app, [self.source.get_topic_name()], self._submit_read)
 
     async def _run(self, stream: Any) -> None:
         async for event in stream.noack().events():
@@ -306,11 +295,6 @@ class NotifyAgent:
                 self._waiting[key][1].append(ack)
                 return
         ack()
-
-    async def _sweep(self) -> None:
-        if tables_ready(self.app):
-            await self.offsets.sweep(owned_tps(self.app, [self.source.get_topic_name()]),
-                                     self._submit_read, lambda: tables_ready(self.app))
 
     async def _submit_read(self, messages: list[Any]) -> None:
         for m in messages:

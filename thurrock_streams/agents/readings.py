@@ -25,7 +25,7 @@ from ..engine.processor import Pipeline, Processor, SiteState, StepOutput, dead_
 from ..readings import RawMessage
 from ..settings import Settings
 from ..topics import ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
-from .delivery import OffsetGuard, Reader, faust_ack, owned_tps, tables_ready
+from .delivery import OffsetGuard, Reader, faust_ack, owned_tps, retry, tables_ready
 
 __all__ = ["ReadingsAgent", "partition_for"]
 
@@ -57,16 +57,7 @@ async def finish(step: Awaitable[Any]) -> None:
 
 async def retry_kafka(send: Callable[[], Awaitable[None]], what: str) -> None:
     """Run ``send`` until Kafka takes it, backing off up to 30 s between tries."""
-    delay = 0.2
-    while True:
-        try:
-            await send()
-            return
-        except KafkaError as exc:
-            log.warning("%s: delivery to Kafka failed (%r); retrying in %.1f s", what, exc,
-                        delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+    await retry(send, f"{what}: delivery to Kafka", (KafkaError,))
 
 
 async def store_states(table: Any, records: Mapping[bytes, bytes]) -> None:
@@ -102,8 +93,7 @@ def owned_partitions(app: Any, topics: Iterable[str]) -> set[int]:
     A table also holds standby copies of other workers' partitions; a timer must act only
     on the sites of its own, or two workers would write the same site's windows.
     """
-    names = set(topics)
-    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic in names}
+    return {p for _, p in owned_tps(app, topics)}
 
 
 class LoopLock:
@@ -193,7 +183,7 @@ class ReadingsAgent(LoopLock):
         self.step_max_bytes = 4 << 20
         app.agent(self.sources, name=f"{self.kind}-readings")(self._run)
         app.timer(interval=1.0, name=f"{self.kind}-idle-flush")(self._idle_flush)
-        app.timer(interval=4.0, name=f"{self.kind}-offset-sweep")(self._sweep)
+        self.offsets.attach(app, self.sources.topics, self._step_messages)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     def _partition_of(self, site: str) -> int:
@@ -203,7 +193,6 @@ class ReadingsAgent(LoopLock):
         # Idle timers count from the takeover: a restart must not flush windows that
         # the replay of uncommitted readings is about to fill.
         self.last_seen.clear()
-        self.offsets.reset()
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
@@ -212,11 +201,6 @@ class ReadingsAgent(LoopLock):
 
     async def _step_messages(self, messages: list[Any]) -> None:
         await finish(self.step_chunks([self._raw(m) for m in messages]))
-
-    async def _sweep(self) -> None:
-        if tables_ready(self.app):
-            await self.offsets.sweep(owned_tps(self.app, self.sources.topics),
-                                     self._step_messages, lambda: tables_ready(self.app))
 
     def _raw(self, m: Any) -> RawMessage:
         if m.topic == self.rekey_out.get_topic_name():

@@ -22,7 +22,7 @@ from ..adapters.influx import InfluxWriter, to_line
 from ..errors import SinkError
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, DEADLETTER, TRAFFIC_AGGREGATES
-from .delivery import OffsetGuard, Reader, faust_ack, owned_tps, tables_ready
+from .delivery import OffsetGuard, Reader, faust_ack
 from .readings import CLOSED_AT
 
 __all__ = ["SinkAgent"]
@@ -40,7 +40,6 @@ class SinkAgent:
     """Writes every record of the processor's output topics to the store."""
 
     def __init__(self, app: faust.App, settings: Settings, reader: Reader) -> None:
-        self.app = app
         self.settings = settings
         self.writer = InfluxWriter(settings)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -54,20 +53,11 @@ class SinkAgent:
         self.offsets = OffsetGuard("sink", reader, faust_ack(app),
                                    max_read=settings.sink_batch_size)
         app.agent(self.sources, name="store-sink")(self._run)
-        app.timer(interval=4.0, name="store-sink-offset-sweep")(self._sweep)
-        app.on_partitions_assigned.connect(self._on_assigned)
-
-    async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
-        self.offsets.reset()
+        self.offsets.attach(app, self.sources.topics, self.write_messages)
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(self.settings.sink_batch_size, within=0.2):
             await self.offsets.handle([ev.message for ev in events], self.write_messages)
-
-    async def _sweep(self) -> None:
-        if tables_ready(self.app):
-            await self.offsets.sweep(owned_tps(self.app, self.sources.topics),
-                                     self.write_messages, lambda: tables_ready(self.app))
 
     async def write_messages(self, messages: list[Any]) -> None:
         """Write the points of a batch of messages; return once all are in the store."""
