@@ -157,7 +157,7 @@ class ReadingsAgent(LoopLock):
         self.processor = Processor(pipeline, partition_of=self._partition_of)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         src = settings.topic(source)
-        rekey = f"{settings.topic_prefix}{settings.app_id}-{source}-rekey"
+        rekey = f"{settings.group_id}-{source}-rekey"
         self.sources = app.topic(src, rekey, partitions=n, internal=True, **raw)
         self.rekey_out = app.topic(rekey, partitions=n, internal=True, **raw)
         self.aggregates_out = app.topic(settings.topic(aggregates), partitions=n,
