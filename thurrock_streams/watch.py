@@ -18,7 +18,7 @@ from typing import Any
 from .settings import Settings
 from .topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
 
-__all__ = ["main"]
+__all__ = ["consumer_config", "main"]
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -113,6 +113,16 @@ def render(latest: dict[str, dict[str, Any]], daqi: dict[str, dict[str, Any]],
     return "\n".join(out)
 
 
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """The live view's kafka-python consumer options: no group, from the earliest offset,
+    with the Kafka security of the project's one builder (adapters/kafka.py)."""
+    from .adapters.kafka import kafka_python_options
+
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+            "auto_offset_reset": "earliest", "enable_auto_commit": False,
+            **kafka_python_options(settings)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the live view."""
     parser = argparse.ArgumentParser(prog="thurrock-streams watch",
@@ -124,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings.from_env()
     consumer = KafkaConsumer(settings.topic(TRAFFIC_AGGREGATES), settings.topic(AIR_AGGREGATES),
-                             settings.topic(ALERTS),
-                             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-                             auto_offset_reset="earliest", enable_auto_commit=False)
+                             settings.topic(ALERTS), **consumer_config(settings))
     latest: dict[str, dict[str, Any]] = {}
     daqi: dict[str, dict[str, Any]] = {}
     means: dict[tuple[str, str], dict[str, Any]] = {}
