@@ -166,7 +166,7 @@ def _compose(*args: str, env_file: Path | None = ENV_EXAMPLE
     if env_file is not None:
         cmd += ["--env-file", str(env_file)]
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("INFLUX_", "GRAFANA_", "TOPIC_PREFIX", "COMPOSE_"))}
+           if not k.startswith(("INFLUX_", "GRAFANA_", "TOPIC_PREFIX", "COMPOSE_", "KAFKA_"))}
     return subprocess.run([*cmd, *args], capture_output=True, text=True, check=False,
                           env=env, cwd=ROOT)
 
@@ -222,6 +222,7 @@ def test_compose_services(compose: dict[str, Any]) -> None:
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", kafka["environment"]["CLUSTER_ID"])
     influx = services["influxdb"]["environment"]
     assert influx["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
     assert influx["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == w1["environment"]["INFLUX_TOKEN"]
