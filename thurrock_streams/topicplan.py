@@ -255,13 +255,14 @@ def main(argv: list[str] | None = None) -> int:
             raise SettingsError(f"--replication-factor={rf} must be >= 1")
         from .adapters.kafka import describe
 
+        config = admin_config(settings)  # unworkable security settings stop here
         specs = plan(settings, rf)
         print(f"Topic plan for {settings.kafka_bootstrap_servers} ({describe(settings)}):")
         for s in specs:
             print(f"  {s.line()}")
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(**admin_config(settings))
+        admin = KafkaAdminClient(**config)
     except ThurrockError as exc:
         print(f"thurrock-streams topics: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+from .errors import ThurrockError
 from .settings import Settings
 from .topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
 
@@ -132,9 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from kafka import KafkaConsumer
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+        config = consumer_config(settings)
+    except ThurrockError as exc:  # a bad setting, e.g. SASL without a password
+        print(f"thurrock-streams watch: {exc}", file=sys.stderr)
+        return 2
     consumer = KafkaConsumer(settings.topic(TRAFFIC_AGGREGATES), settings.topic(AIR_AGGREGATES),
-                             settings.topic(ALERTS), **consumer_config(settings))
+                             settings.topic(ALERTS), **config)
     latest: dict[str, dict[str, Any]] = {}
     daqi: dict[str, dict[str, Any]] = {}
     means: dict[tuple[str, str], dict[str, Any]] = {}
