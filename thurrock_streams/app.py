@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ssl
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import faust
 
+from .adapters import kafka as kafka_security
 from .agents.alerts import AlertAgent, NotifyAgent
 from .agents.delivery import Event, KafkaReader
 from .agents.readings import ReadingsAgent
@@ -31,29 +31,13 @@ __all__ = ["Runtime", "ThurrockApp", "app", "build_app", "runtime"]
 
 
 def _credentials(s: Settings) -> Any:
-    if s.kafka_security_protocol == "PLAINTEXT":
-        return None
-    context = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
-    if s.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
-        return faust.SASLCredentials(
-            username=s.kafka_sasl_username, password=s.kafka_sasl_password.get(),
-            mechanism=s.kafka_sasl_mechanism,
-            ssl_context=context if s.kafka_security_protocol == "SASL_SSL" else None)
-    return faust.SSLCredentials(context)
+    """Faust's broker credentials, from the one Kafka security builder."""
+    return kafka_security.faust_credentials(s)
 
 
 def _client_options(s: Settings) -> dict[str, Any]:
     """The same Kafka security for the worker's own aiokafka client (agents/delivery.py)."""
-    if s.kafka_security_protocol == "PLAINTEXT":
-        return {}
-    opts: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
-    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        opts["ssl_context"] = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
-    if s.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
-        opts.update(sasl_mechanism=s.kafka_sasl_mechanism,
-                    sasl_plain_username=s.kafka_sasl_username,
-                    sasl_plain_password=s.kafka_sasl_password.get())
-    return opts
+    return kafka_security.aiokafka_options(s)
 
 
 class ThurrockApp(faust.App):
@@ -105,6 +89,7 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
         store="memory://",
         datadir=str(Path(tempfile.gettempdir()) / f"thurrock-streams-{settings.group_id}"),
         topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         # Short group timeouts: a worker joins in seconds and a dead one is replaced fast.

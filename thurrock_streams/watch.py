@@ -15,10 +15,11 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+from .errors import ThurrockError
 from .settings import Settings
 from .topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
 
-__all__ = ["main"]
+__all__ = ["consumer_config", "main"]
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -113,6 +114,16 @@ def render(latest: dict[str, dict[str, Any]], daqi: dict[str, dict[str, Any]],
     return "\n".join(out)
 
 
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """The live view's kafka-python consumer options: no group, from the earliest offset,
+    with the Kafka security of the project's one builder (adapters/kafka.py)."""
+    from .adapters.kafka import kafka_python_options
+
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+            "auto_offset_reset": "earliest", "enable_auto_commit": False,
+            **kafka_python_options(settings)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the live view."""
     parser = argparse.ArgumentParser(prog="thurrock-streams watch",
@@ -122,11 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from kafka import KafkaConsumer
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+        config = consumer_config(settings)
+    except ThurrockError as exc:  # a bad setting, e.g. SASL without a password
+        print(f"thurrock-streams watch: {exc}", file=sys.stderr)
+        return 2
     consumer = KafkaConsumer(settings.topic(TRAFFIC_AGGREGATES), settings.topic(AIR_AGGREGATES),
-                             settings.topic(ALERTS),
-                             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-                             auto_offset_reset="earliest", enable_auto_commit=False)
+                             settings.topic(ALERTS), **config)
     latest: dict[str, dict[str, Any]] = {}
     daqi: dict[str, dict[str, Any]] = {}
     means: dict[tuple[str, str], dict[str, Any]] = {}

@@ -20,14 +20,15 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from influxdb_client import Point, WritePrecision
 
-from ..errors import SinkError
+from ..errors import SettingsError, SinkError
 from ..settings import Settings
 
-__all__ = ["InfluxWriter", "SinkStats", "to_line", "to_line_point"]
+__all__ = ["InfluxWriter", "SinkStats", "tls_options", "to_line", "to_line_point"]
 
 # Record layout per processor topic: (measurement, tag names, integer fields, bool fields,
 # string fields). Every other non-tag key except ``start``/``ts`` is a float field.
@@ -116,6 +117,17 @@ def to_line_point(schema: str, rec: dict[str, Any]) -> str:
     return str(line)
 
 
+def tls_options(s: Settings) -> dict[str, Any]:
+    """TLS options of the InfluxDB client: the CA bundle ``INFLUX_CA_FILE`` to trust
+    (else the system's trust store), and ``INFLUX_VERIFY_SSL=false`` to skip checking the
+    certificate (test set-ups only: anyone on the path could then read the token)."""
+    if s.influx_ca_file:
+        path = Path(s.influx_ca_file)
+        if not path.is_file():
+            raise SettingsError(f"INFLUX_CA_FILE={s.influx_ca_file!r} is not a readable file")
+    return {"verify_ssl": s.influx_verify_ssl, "ssl_ca_cert": s.influx_ca_file or None}
+
+
 @dataclass
 class SinkStats:
     """The writer's state, served on the worker's metrics page."""
@@ -140,6 +152,7 @@ class InfluxWriter:
         self.stats = SinkStats()
         self._clock = clock
         self._client: Any = None
+        self._tls = tls_options(settings)  # a bad INFLUX_CA_FILE stops the worker at start
         self._post = post or self._post_influx
 
     async def _post_influx(self, lines: list[str]) -> None:
@@ -151,7 +164,7 @@ class InfluxWriter:
         if self._client is None:
             self._client = InfluxDBClientAsync(
                 url=self.settings.influx_url, token=self.settings.influx_token.get() or "none",
-                org=self.settings.influx_org, timeout=10_000)
+                org=self.settings.influx_org, timeout=10_000, **self._tls)
         try:
             await self._client.write_api().write(
                 bucket=self.settings.influx_bucket, record="\n".join(lines),
