@@ -132,8 +132,8 @@ def _options(p: P) -> dict[str, Any]:
                 "sizing": "auto", "minVizWidth": 8, "minVizHeight": 16, "maxVizHeight": 300,
                 "legend": LEGEND}
     elif p.kind == "table":
-        base = {"showHeader": True, "cellHeight": "sm", "footer": {
-            "show": False, "reducer": ["sum"], "countRows": False, "fields": ""}}
+        base = {"frameIndex": 0, "showHeader": True, "cellHeight": "sm", "footer": {
+            "show": False, "reducer": ["sum"], "countRows": False, "fields": []}}
     elif p.kind == "state-timeline":
         base = {"showValue": "auto", "rowHeight": 0.9, "mergeValues": True,
                 "alignValue": "left", "legend": LEGEND, "tooltip": TOOLTIP}
@@ -247,7 +247,7 @@ def query_var(name: str, label: str, promql: str, flux_q: str, flux_set: bool,
     v: dict[str, Any] = {
         "type": "query", "name": name, "label": label, "hide": 0, "skipUrlSync": False,
         "datasource": FLUX if flux_set else PROM, "query": flux_q if flux_set else promql,
-        "definition": flux_q if flux_set else promql, "refresh": 2, "sort": 1,
+        "refresh": 2, "sort": 1,
         "multi": multi, "includeAll": multi, "allowCustomValue": True,
         "current": {"text": ["All"], "value": ["$__all"]} if multi else {},
         "options": [], "regex": "",
