@@ -150,6 +150,8 @@ def test_every_panel_has_a_title_a_unique_id_and_its_own_place(path: Path) -> No
     d = load(path)
     ps = panels(d)
     assert all(isinstance(p.get("title"), str) and p["title"].strip() for p in ps)
+    titles = [p["title"] for p in ps]
+    assert len(set(titles)) == len(titles), "two panels with one title"
     ids = [p["id"] for p in ps]
     assert len(set(ids)) == len(ids)
     cells: set[tuple[int, int]] = set()
