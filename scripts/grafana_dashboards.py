@@ -562,8 +562,9 @@ def health() -> dict[str, Any]:
           w=12, transformations=[{"id": "merge", "options": {}}]),
         P("text", "Consumer lag",
           "The workers' `/metrics` does not expose Kafka consumer lag (Faust keeps no "
-          "such gauge). Watch it with the broker's or a Kafka exporter's metrics, e.g. "
-          "per consumer group `{TOPIC_PREFIX}thurrock-streams`; see docs/grafana.md.",
+          "such gauge). Watch the workers' consumer group (`TOPIC_PREFIX` followed by "
+          "the app id, `thurrock-streams` by default) with the broker's or a Kafka "
+          "exporter's metrics; see docs/grafana.md.",
           [], w=12, h=4),
     ]
     inst_var = query_var("instance", "Worker",
