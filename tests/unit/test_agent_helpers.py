@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +15,7 @@ import faust.streams
 from faust.types.tuples import ConsumerMessage
 
 from thurrock_streams.agents.delivery import Event, OffsetGuard, unstarted_events
+from thurrock_streams.settings import Settings
 
 
 @dataclass
@@ -339,3 +342,54 @@ def test_the_notifier_acks_a_copy_handed_over_again_only_once_the_first_is_deliv
     done[0]()  # every notifier has the first copy
     assert acked == ["other", "first", "copy"]
     assert agent._waiting == {} and agent._key_of == {}
+
+
+class _TakeEvents:
+    """Faust's ``Stream.take_events`` as far as acks go: a batch is acknowledged when the
+    agent's loop body ends, by an exception or a cancellation too (streams.py, finally)."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def take_events(self, n: int, within: float) -> Any:
+        try:
+            yield [types.SimpleNamespace(message=faust_message("traffic.aggregates", 0, 0))]
+            await asyncio.sleep(3600)
+        finally:
+            self.log.append("acked")
+
+
+def test_a_cancelled_sink_acknowledges_its_batch_only_after_writing_it() -> None:
+    """A worker stopping during a store outage cancels the sink mid-write: the write runs
+    on to its end before the batch is acknowledged (Faust may commit what is acked)."""
+    from thurrock_streams.agents.sink import SinkAgent
+
+    log: list[str] = []
+    store_back = asyncio.Event()
+
+    class Guard:
+        async def handle(self, batch: list[Any], process: Any) -> list[Any]:
+            await process(batch)
+            return batch
+
+    async def write(messages: list[Any]) -> None:
+        await store_back.wait()  # the store is down until the test brings it back
+        log.append("written")
+
+    sink = object.__new__(SinkAgent)
+    sink.settings = Settings(sink_batch_size=10)
+    sink.offsets = Guard()  # type: ignore[assignment]
+    sink.write_messages = write  # type: ignore[method-assign]
+
+    async def main() -> None:
+        task = asyncio.ensure_future(sink._run(_TakeEvents(log)))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert log == []  # neither written nor acknowledged while the store is down
+        store_back.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert log == ["written", "acked"]
