@@ -108,6 +108,8 @@ DAQI_MAPPINGS = [{"type": "value", "options": {
 #: docs/alerts.md `congestion`: raised at 0.5, escalated at 0.75, cleared below 0.3.
 CONGESTION_STEPS: list[tuple[float | None, str]] = [
     (None, "green"), (0.3, "yellow"), (0.5, "orange"), (0.75, "red")]
+#: A rate: readings, points or events per second.
+PER_S = "suffix: /s"
 OK_STEPS: list[tuple[float | None, str]] = [(None, "green"), (1.0, "red")]
 
 TIMESERIES_CUSTOM = {"drawStyle": "line", "lineInterpolation": "stepBefore", "lineWidth": 1,
@@ -406,6 +408,10 @@ def air(flux_set: bool) -> dict[str, Any]:
         ["air-quality"], "now-24h", "1m", [site, pollutant, period], air_panels(), flux_set)
 
 
+#: A table of an instant query: the evaluation time is not a column.
+HIDE_TIME = [{"id": "organize", "options": {"excludeByName": {"Time": True}}}]
+
+
 def alerts_panels() -> list[P]:
     sel = 'site_id=~"$site_id",rule=~"$rule"'
     rule_f = "contains(value: r.rule, set: ${rule:json})"
@@ -438,7 +444,7 @@ def alerts_panels() -> list[P]:
           "time of that event. The Prometheus-source version reads only the dashboard's "
           "time range: an alert raised before it is not listed.",
           [Q(open_promql, open_flux, instant=True, table=True)], w=24, h=8,
-          overrides=[time_col]),
+          overrides=[time_col], transformations=HIDE_TIME),
         P("timeseries", "Alert events",
           "Each event's value (the rule's measured value: DAQI index, exceedance count, "
           "congestion index, seconds silent) at its time.",
@@ -452,7 +458,9 @@ def alerts_panels() -> list[P]:
           "version lists every event with its message, newest first).",
           [Q(f"sum by (site_id, rule, state, severity) "
              f"(count_over_time(alerts_value{{{sel}}}[$__range]))",
-             events_flux, instant=True, table=True)], w=16, h=9),
+             events_flux, instant=True, table=True)], w=16, h=9,
+          transformations=[{"id": "organize", "options": {
+              "excludeByName": {"Time": True}, "renameByName": {"Value": "events"}}}]),
         P("stat", "Events by state",
           "Raised, escalated and cleared events in the time range.",
           [Q(f"sum by (state) (count_over_time(alerts_value{{{sel}}}[$__range]))",
@@ -475,6 +483,19 @@ def alerts(flux_set: bool) -> dict[str, Any]:
         flux_set)
 
 
+DELIVERY = ["repaired", "swept", "duplicates", "missed"]
+NOTIFIER = ["sent", "failed_attempts", "gave_up", "dropped", "queued"]
+
+
+def columns(names: list[str]) -> list[dict[str, Any]]:
+    """Transformations of a table of instant queries A, B, ...: one row per label set,
+    a named column per query, no evaluation-time column."""
+    rename = {f"Value #{chr(ord('A') + i)}": n for i, n in enumerate(names)}
+    return [{"id": "merge", "options": {}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True},
+                                           "renameByName": rename}}]
+
+
 def health() -> dict[str, Any]:
     inst = 'instance=~"$instance"'
     pipe = f'{inst},pipeline=~"$pipeline"'
@@ -491,12 +512,12 @@ def health() -> dict[str, Any]:
           "an aggregate.",
           [Q(rate("thurrock_readings_in_total", "pipeline"), None, "{{pipeline}} in"),
            Q(rate("thurrock_accepted_total", "pipeline"), None, "{{pipeline}} accepted")],
-          unit="reqps", min=0),
+          unit=PER_S, min=0),
         P("timeseries", "Dead letters by reason (per second)",
           "Readings sent to readings.deadletter, by pipeline and reason (decode, "
           "schema, range, future, late).",
           [Q(rate("thurrock_deadlettered_total", "pipeline, reason"), None,
-             "{{pipeline}} {{reason}}")], unit="reqps", min=0),
+             "{{pipeline}} {{reason}}")], unit=PER_S, min=0),
         P("bargauge", "Dead letters by reason (since worker start)",
           "Counters of the workers selected, summed.",
           [Q(total("thurrock_deadlettered_total", "pipeline, reason"), None,
@@ -522,44 +543,42 @@ def health() -> dict[str, Any]:
           [Q(f"sum(rate(thurrock_sink_written_points_total{{{inst}}}[$__rate_interval]))",
              None, "written points"),
            Q(f"sum(rate(thurrock_sink_retries_total{{{inst}}}[$__rate_interval]))", None,
-             "retries")], unit="reqps", min=0),
+             "retries")], unit=PER_S, min=0),
         P("timeseries", "Sink pending points per worker",
           "Points waiting to be written, per worker.",
           [Q(f"thurrock_sink_pending_points{{{inst}}}", None, "{{instance}}")], min=0),
         P("timeseries", "Windows closed (per second)",
           "Aggregates made, per pipeline.",
           [Q(rate("thurrock_windows_closed_total", "pipeline"), None, "{{pipeline}}")],
-          unit="reqps", min=0),
+          unit=PER_S, min=0),
         P("timeseries", "Re-keyed and replay-skipped messages (per second)",
           "Messages re-keyed by the site_id in their value, and messages skipped as "
           "already applied after a restart.",
           [Q(rate("thurrock_rekeyed_messages_total", "pipeline"), None,
              "{{pipeline}} re-keyed"),
            Q(rate("thurrock_replayed_skipped_total", "pipeline"), None,
-             "{{pipeline}} replay skipped")], unit="reqps", min=0),
+             "{{pipeline}} replay skipped")], unit=PER_S, min=0),
         P("table", "Delivery guard (since worker start)",
           "Per agent: source offsets repaired (skipped by the consumer, read and "
           "processed), messages swept, duplicates dropped, offsets missed; and events "
           "redelivered because they never started.",
           [Q(f"sum by (agent) (thurrock_offsets_{name}_total{{{inst}}})", None, name,
-             instant=True, table=True)
-           for name in ("repaired", "swept", "duplicates", "missed")]
+             instant=True, table=True) for name in DELIVERY]
           + [Q(f"sum(thurrock_unstarted_events_redelivered_total{{{inst}}})", None,
                "unstarted redelivered", instant=True, table=True)],
-          w=12, transformations=[{"id": "merge", "options": {}}]),
+          w=12, transformations=columns([*DELIVERY, "unstarted events redelivered"])),
         P("timeseries", "Alert events and records (per second)",
           "Aggregates the alert engine read, and the events it raised, escalated and "
           "cleared.",
           [Q(f"sum(rate(thurrock_alert_records_total{{{inst}}}[$__rate_interval]))", None,
              "records"),
            Q(f"sum by (state) (rate(thurrock_alert_events_total{{{inst}}}"
-             f"[$__rate_interval]))", None, "{{state}}")], unit="reqps", min=0),
+             f"[$__rate_interval]))", None, "{{state}}")], unit=PER_S, min=0),
         P("table", "Notifiers (since worker start)",
           "Per notifier: sent, failed attempts, gave up, dropped, and queued now.",
           [Q(f"sum by (notifier) (thurrock_notifier_{name}{{{inst}}})", None, name,
-             instant=True, table=True)
-           for name in ("sent", "failed_attempts", "gave_up", "dropped", "queued")],
-          w=12, transformations=[{"id": "merge", "options": {}}]),
+             instant=True, table=True) for name in NOTIFIER],
+          w=12, transformations=columns(NOTIFIER)),
         P("text", "Consumer lag",
           "The workers' `/metrics` does not expose Kafka consumer lag (Faust keeps no "
           "such gauge). Watch the workers' consumer group (`TOPIC_PREFIX` followed by "
