@@ -1,5 +1,5 @@
 # Developer commands, shared with CI. `make help` lists them.
-.PHONY: help run test lint typecheck unit integration stack-up stack-down stack-status bench clean
+.PHONY: help run test lint typecheck unit integration stack-up stack-down stack-status bench grafana clean
 
 help:  ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ stack-status:  ## Is the local stack healthy?
 
 bench:  ## Throughput benchmark on its own stack (ports 39192/38528); prints the BENCH line
 	@bench/run
+
+grafana:  ## Rewrite deploy/grafana/dashboards/*.json from scripts/grafana_dashboards.py
+	@scripts/bootstrap && .venv/bin/python scripts/grafana_dashboards.py
 
 clean:  ## Remove the virtualenv, stack data and caches
 	rm -rf .venv .stack .stack-test .pytest_cache .mypy_cache .ruff_cache .hypothesis
