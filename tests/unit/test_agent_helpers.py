@@ -429,3 +429,30 @@ def test_a_cancelled_sink_acknowledges_its_batch_only_after_writing_it() -> None
 
     asyncio.run(main())
     assert log == ["written", "acked"]
+
+
+def test_quiet_time_counts_only_while_the_partition_is_caught_up() -> None:
+    """A backlog (not caught up), a pause (tables not ready) or a takeover is no
+    silence; a site that sends starts its quiet time again."""
+    from thurrock_streams.agents.readings import QuietClock
+
+    q = QuietClock(idle_s=60.0)
+    q.tick(0.0, {0})
+    q.heard("a", 0)
+    for t in range(1, 41):
+        q.tick(float(t), {0})  # caught up for 40 s
+    for t in range(41, 101):
+        q.tick(float(t), set())  # 60 s of backlog: not counted
+    assert q.quiet_s("a", 0) is None
+    for t in range(101, 121):
+        q.tick(float(t), {0})
+    assert q.quiet_s("a", 0) == 60.0 and q.quiet_sites() == 1
+    q.pause()
+    q.tick(500.0, {0})  # the gap after a pause does not count
+    assert q.quiet_s("a", 0) == 60.0
+    q.tick(530.0, {0})  # ticks far apart count at most max_step_s
+    assert q.quiet_s("a", 0) == 62.0
+    q.heard("a", 0)
+    assert q.quiet_s("a", 0) is None
+    q.reset()
+    assert q.quiet_s("a", 0) is None and q.quiet_sites() == 0
