@@ -133,7 +133,19 @@ class Settings:
     alert_smtp_username: str = ""
     alert_smtp_password: Secret = field(default_factory=lambda: Secret(""))
     alert_smtp_starttls: bool = False
+    alert_smtp_allow_plaintext_login: bool = False
     alert_notify_max_backoff_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        # An SMTP login without TLS sends the password in clear (AUTH PLAIN/LOGIN is only
+        # base64): refuse it at start-up unless the operator says so explicitly.
+        if (self.alert_smtp_host and (self.alert_smtp_username or self.alert_smtp_password)
+                and not self.alert_smtp_starttls and not self.alert_smtp_allow_plaintext_login):
+            raise SettingsError(
+                "ALERT_SMTP_USERNAME/ALERT_SMTP_PASSWORD are set without "
+                "ALERT_SMTP_STARTTLS=true: the SMTP login would cross the network in clear. "
+                "Set ALERT_SMTP_STARTTLS=true (the server must offer STARTTLS), or "
+                "ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN=true to accept that risk")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -177,6 +189,8 @@ class Settings:
             alert_smtp_username=e.get("ALERT_SMTP_USERNAME", ""),
             alert_smtp_password=Secret(e.get("ALERT_SMTP_PASSWORD", "")),
             alert_smtp_starttls=_env_bool(e, "ALERT_SMTP_STARTTLS", False),
+            alert_smtp_allow_plaintext_login=_env_bool(e, "ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN",
+                                                       False),
             alert_notify_max_backoff_s=_env_float(e, "ALERT_NOTIFY_MAX_BACKOFF_S", 300.0, 0.1),
         )
 

@@ -518,3 +518,47 @@ def test_notifiers_from_settings() -> None:
     assert notifiers_from_settings(Settings(alert_log=False, alert_smtp_host="mail.test")) == []
     with pytest.raises(SettingsError):
         notifiers_from_settings(Settings(alert_webhook_url="hooks.example.test/x"))
+
+
+SMTP_LOGIN = {"ALERT_SMTP_HOST": "mail.test", "ALERT_SMTP_TO": "a@x.test",
+              "ALERT_SMTP_USERNAME": "streams", "ALERT_SMTP_PASSWORD": "pl41n-t3xt-pw"}
+
+
+@pytest.mark.parametrize("env", [
+    SMTP_LOGIN,
+    {k: v for k, v in SMTP_LOGIN.items() if k != "ALERT_SMTP_USERNAME"},
+    {k: v for k, v in SMTP_LOGIN.items() if k != "ALERT_SMTP_PASSWORD"},
+    {**SMTP_LOGIN, "ALERT_SMTP_STARTTLS": "false", "ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN": "no"},
+])
+def test_an_smtp_login_without_tls_is_refused(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match=r"ALERT_SMTP_STARTTLS=true.*"
+                                            r"ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN=true") as err:
+        Settings.from_env(env)
+    assert "pl41n-t3xt-pw" not in str(err.value)
+
+
+@pytest.mark.parametrize(("env", "login_in_clear"), [
+    ({**SMTP_LOGIN, "ALERT_SMTP_STARTTLS": "true"}, False),
+    ({**SMTP_LOGIN, "ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN": "true"}, True),
+    ({k: v for k, v in SMTP_LOGIN.items() if k != "ALERT_SMTP_HOST"}, False),  # no e-mail
+    ({"ALERT_SMTP_HOST": "mail.test", "ALERT_SMTP_TO": "a@x.test"}, False),   # no login
+])
+def test_an_smtp_login_goes_over_tls_or_is_allowed_explicitly(env: dict[str, str],
+                                                               login_in_clear: bool) -> None:
+    s = Settings.from_env(env)
+    assert s.alert_smtp_allow_plaintext_login is login_in_clear
+
+
+def test_the_worker_stops_at_start_up_on_an_smtp_login_in_clear(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from thurrock_streams.cli import main
+
+    for k, v in SMTP_LOGIN.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("ALERT_SMTP_STARTTLS", raising=False)
+    monkeypatch.delenv("ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN", raising=False)
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("thurrock-streams: ALERT_SMTP_USERNAME/ALERT_SMTP_PASSWORD are set "
+                          "without ALERT_SMTP_STARTTLS=true")
+    assert "pl41n-t3xt-pw" not in err
