@@ -121,6 +121,8 @@ class Settings:
     request_timeout_s: float = 30.0
     sink_batch_size: int = 5000
     sink_max_backoff_s: float = 30.0
+    # The address the worker's web server (/counters, /metrics, /healthz) listens on.
+    web_host: str = "127.0.0.1"
     # Alerts (CONTRACT.md §6; docs/alerts.md): the rules file and the notifiers.
     alert_rules_file: str = ""
     alert_log: bool = True
@@ -177,6 +179,7 @@ class Settings:
             request_timeout_s=_request_timeout(e, rebalance),
             sink_batch_size=_env_int(e, "THURROCK_SINK_BATCH_SIZE", 5000, 1),
             sink_max_backoff_s=_env_float(e, "THURROCK_SINK_MAX_BACKOFF_S", 30.0, 0.1),
+            web_host=e.get("THURROCK_WEB_HOST", "").strip() or cls.web_host,
             alert_rules_file=e.get("ALERT_RULES_FILE", ""),
             alert_log=_env_bool(e, "ALERT_LOG", True),
             alert_webhook_url=e.get("ALERT_WEBHOOK_URL", ""),
