@@ -605,6 +605,39 @@ def test_notifiers_from_settings() -> None:
         notifiers_from_settings(Settings(alert_webhook_url="hooks.example.test/x"))
 
 
+def test_a_withdrawn_event_is_neither_retried_nor_sent() -> None:
+    """A rebalance withdraws undelivered events (another worker may deliver them): the
+    one being retried stops at its next failure, a waiting one is never sent."""
+
+    class Down:
+        name = "down"
+
+        def __init__(self) -> None:
+            self.tries = 0
+
+        async def send(self, event: dict[str, Any]) -> None:
+            self.tries += 1
+            raise NotifyError("receiver down")
+
+    async def main() -> None:
+        down = Down()
+        d = Dispatcher([down], max_backoff_s=0.01)
+        gone = False
+        done: list[int] = []
+        for i in range(2):
+            d.submit(make_event(i), lambda i=i: done.append(i), withdrawn=lambda: gone)
+        await until(lambda: down.tries >= 2)
+        gone = True
+        await until(lambda: done == [0, 1])
+        tries = down.tries
+        await asyncio.sleep(0.05)
+        assert down.tries == tries  # nothing more was tried
+        assert d.stats()["down"]["sent"] == 0
+        await d.stop(0)
+
+    asyncio.run(main())
+
+
 SMTP_LOGIN = {"ALERT_SMTP_HOST": "mail.test", "ALERT_SMTP_TO": "a@x.test",
               "ALERT_SMTP_USERNAME": "streams", "ALERT_SMTP_PASSWORD": "pl41n-t3xt-pw"}
 

@@ -338,6 +338,11 @@ class _Ticket:
 class _Item:
     event: dict[str, Any]
     ticket: _Ticket
+    withdrawn: Callable[[], bool] | None = None
+
+    def is_withdrawn(self) -> bool:
+        """True once the caller took the event back (it is delivered elsewhere)."""
+        return self.withdrawn is not None and self.withdrawn()
 
 
 @dataclass
@@ -406,8 +411,13 @@ class Dispatcher:
         return self._loop is loop and all(
             lane.task is not None and not lane.task.done() for lane in self._lanes)
 
-    def submit(self, event: dict[str, Any], on_done: Callable[[], None] | None = None) -> None:
-        """Queue the event for every notifier; ``on_done`` runs once all have finished it."""
+    def submit(self, event: dict[str, Any], on_done: Callable[[], None] | None = None,
+               withdrawn: Callable[[], bool] | None = None) -> None:
+        """Queue the event for every notifier; ``on_done`` runs once all have finished it.
+
+        Once ``withdrawn()`` turns true the event is no longer sent nor retried (its
+        ``on_done`` still runs, as for a delivered one).
+        """
         if not isinstance(event, dict):
             log.error("alert dispatcher: ignored an event that is not an object (%s)",
                       type(event).__name__)
@@ -418,11 +428,12 @@ class Dispatcher:
         loop = self._loop
         if (loop is not None and not loop.is_closed()
                 and threading.get_ident() != self._loop_thread):
-            loop.call_soon_threadsafe(self._enqueue, dict(event), on_done)
+            loop.call_soon_threadsafe(self._enqueue, dict(event), on_done, withdrawn)
             return
-        self._enqueue(dict(event), on_done)
+        self._enqueue(dict(event), on_done, withdrawn)
 
-    def _enqueue(self, event: dict[str, Any], on_done: Callable[[], None] | None) -> None:
+    def _enqueue(self, event: dict[str, Any], on_done: Callable[[], None] | None,
+                 withdrawn: Callable[[], bool] | None = None) -> None:
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -437,7 +448,7 @@ class Dispatcher:
                 log.error("alert notifier %s: queue full (%d), dropped the oldest event %s",
                           lane.key, self.max_queue, _safe_event_id(old.event))
                 old.ticket.share_done()
-            lane.waiting.append(_Item(event, ticket))
+            lane.waiting.append(_Item(event, ticket, withdrawn))
             if lane.wake is not None:
                 lane.wake.set()
 
@@ -448,6 +459,9 @@ class Dispatcher:
                 await wake.wait()
                 continue
             item = lane.waiting.popleft()
+            if item.is_withdrawn():
+                item.ticket.share_done()
+                continue
             lane.current = item
             try:
                 await self._deliver(lane, item)
@@ -471,6 +485,10 @@ class Dispatcher:
                 lane.failed_attempts += 1
                 lane.last_error = _one_line(f"{type(exc).__name__}: {exc}", 500)
                 eid = _safe_event_id(item.event)
+                if item.is_withdrawn():
+                    log.info("alert notifier %s: event %s withdrawn (a rebalance), no "
+                             "longer retried here", lane.key, eid)
+                    return
                 if isinstance(exc, NotifyError) and exc.permanent:
                     lane.gave_up += 1
                     log.error("alert notifier %s gave up on event %s: %s", lane.key, eid,
