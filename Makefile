@@ -10,8 +10,8 @@ run:  ## Main job: stack + worker + simulated Thurrock sensors + live view (Ctrl
 test:  ## Everything CI runs: set-up, ruff, mypy, unit and integration tests
 	@scripts/test
 
-unit:  ## Unit tests only (no servers)
-	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider tests/unit
+unit:  ## Unit tests and the packages' doctests (no servers)
+	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider tests/unit thurrock_streams sensors_sim
 
 integration:  ## Integration tests only (starts the stack on test ports)
 	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider tests/integration

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.web import Web
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from .adapters import kafka as kafka_security
 from .agents.alerts import AlertAgent, NotifyAgent
@@ -27,7 +29,7 @@ from .topics import (
 from .traffic import TrafficPipeline
 from .web import register_pages
 
-__all__ = ["Runtime", "ThurrockApp", "app", "build_app", "runtime"]
+__all__ = ["PagesOnlyWeb", "Runtime", "ThurrockApp", "app", "build_app", "runtime"]
 
 
 def _credentials(s: Settings) -> Any:
@@ -40,9 +42,23 @@ def _client_options(s: Settings) -> dict[str, Any]:
     return kafka_security.aiokafka_options(s)
 
 
+class PagesOnlyWeb(AiohttpWeb):
+    """Faust's aiohttp web server without Faust's own views: no ``/table`` (table data),
+    ``/router`` (the cluster's worker addresses), ``/``, ``/graph``, statistics or
+    ``/performance``. Only the pages the app registers (web.py) are served."""
+
+    default_blueprints = ()
+    production_blueprints = ()
+    debug_blueprints = ()
+    optional_blueprints = ()
+
+
 class ThurrockApp(faust.App):
-    """Faust's app with hooks run at the very start of a rebalance (before Faust waits
-    for unacknowledged events)."""
+    """Faust's app serving only the project's pages, with hooks run at the very start of
+    a rebalance (before Faust waits for unacknowledged events)."""
+
+    def _new_web(self) -> Web:
+        return PagesOnlyWeb(self)
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
@@ -103,6 +119,8 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
         stream_buffer_maxsize=65_536,
         producer_acks=-1,
         web_port=6066,
+        # Loopback unless told otherwise (THURROCK_WEB_HOST; a cluster sets 0.0.0.0).
+        web_bind=settings.web_host,
         # Never acknowledges an event Faust dropped at a rebalance (agents/delivery.py).
         Event=Event,
     )

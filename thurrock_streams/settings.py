@@ -121,13 +121,14 @@ class Settings:
     kafka_ssl_cafile: str = ""
     # Operational knobs beyond the contract (documented in docs/operations.md).
     app_id: str = "thurrock-streams"
-    web_host: str = "127.0.0.1"
     topic_partitions: int = 4
     topic_replication_factor: int = 1
     rebalance_timeout_s: float = 3.0
     request_timeout_s: float = 30.0
     sink_batch_size: int = 5000
     sink_max_backoff_s: float = 30.0
+    # The address the worker's web server (/counters, /metrics, /healthz) listens on.
+    web_host: str = "127.0.0.1"
     # Alerts (CONTRACT.md §6; docs/alerts.md): the rules file and the notifiers.
     alert_rules_file: str = ""
     alert_log: bool = True
@@ -140,7 +141,19 @@ class Settings:
     alert_smtp_username: str = ""
     alert_smtp_password: Secret = field(default_factory=lambda: Secret(""))
     alert_smtp_starttls: bool = False
+    alert_smtp_allow_plaintext_login: bool = False
     alert_notify_max_backoff_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        # An SMTP login without TLS sends the password in clear (AUTH PLAIN/LOGIN is only
+        # base64): refuse it at start-up unless the operator says so explicitly.
+        if (self.alert_smtp_host and (self.alert_smtp_username or self.alert_smtp_password)
+                and not self.alert_smtp_starttls and not self.alert_smtp_allow_plaintext_login):
+            raise SettingsError(
+                "ALERT_SMTP_USERNAME/ALERT_SMTP_PASSWORD are set without "
+                "ALERT_SMTP_STARTTLS=true: the SMTP login would cross the network in clear. "
+                "Set ALERT_SMTP_STARTTLS=true (the server must offer STARTTLS), or "
+                "ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN=true to accept that risk")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -173,13 +186,13 @@ class Settings:
             kafka_sasl_password=Secret(e.get("KAFKA_SASL_PASSWORD", "")),
             kafka_ssl_cafile=e.get("KAFKA_SSL_CAFILE", ""),
             app_id=e.get("THURROCK_APP_ID") or cls.app_id,
-            web_host=e.get("THURROCK_WEB_HOST") or cls.web_host,
             topic_partitions=_env_int(e, "THURROCK_TOPIC_PARTITIONS", 4, 1),
             topic_replication_factor=_env_int(e, "THURROCK_TOPIC_REPLICATION_FACTOR", 1, 1),
             rebalance_timeout_s=rebalance,
             request_timeout_s=_request_timeout(e, rebalance),
             sink_batch_size=_env_int(e, "THURROCK_SINK_BATCH_SIZE", 5000, 1),
             sink_max_backoff_s=_env_float(e, "THURROCK_SINK_MAX_BACKOFF_S", 30.0, 0.1),
+            web_host=e.get("THURROCK_WEB_HOST", "").strip() or cls.web_host,
             alert_rules_file=e.get("ALERT_RULES_FILE", ""),
             alert_log=_env_bool(e, "ALERT_LOG", True),
             alert_webhook_url=e.get("ALERT_WEBHOOK_URL", ""),
@@ -192,6 +205,8 @@ class Settings:
             alert_smtp_username=e.get("ALERT_SMTP_USERNAME", ""),
             alert_smtp_password=Secret(e.get("ALERT_SMTP_PASSWORD", "")),
             alert_smtp_starttls=_env_bool(e, "ALERT_SMTP_STARTTLS", False),
+            alert_smtp_allow_plaintext_login=_env_bool(e, "ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN",
+                                                       False),
             alert_notify_max_backoff_s=_env_float(e, "ALERT_NOTIFY_MAX_BACKOFF_S", 300.0, 0.1),
         )
 

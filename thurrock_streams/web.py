@@ -1,4 +1,4 @@
-"""The worker's HTTP pages: counters (JSON) and Prometheus metrics."""
+"""The worker's HTTP pages: counters (JSON), Prometheus metrics and a health page."""
 
 from __future__ import annotations
 
@@ -90,7 +90,12 @@ def prometheus(snap: dict[str, Any]) -> str:
 
 
 def register_pages(app: faust.App, rt: Runtime) -> None:
-    """Serve ``/counters`` (JSON) and ``/metrics`` (Prometheus) on the worker's web port."""
+    """Serve ``/counters`` (JSON), ``/metrics`` (Prometheus) and ``/healthz`` (200 while
+    the worker runs) on the worker's web port; nothing else is served there."""
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
 
     @app.page("/counters")
     async def counters(web: Any, request: Any) -> Any:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -209,8 +210,10 @@ def test_thresholds_crossed_and_recrossed_give_exact_events_everywhere(
              "the notifiers to deliver")
     bodies = []
     for headers, body in webhook.requests:
-        mac = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        assert headers["x-thurrock-signature"] == f"sha256={mac}"
+        ts = headers["x-thurrock-timestamp"]  # signed with the time of the attempt
+        assert abs(time.time() - int(ts)) < 300
+        mac = hmac.new(SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["x-thurrock-signature"], f"v1={mac}")
         assert headers["content-type"].startswith("application/json")
         assert headers["x-thurrock-event-id"]
         bodies.append(json.loads(body))

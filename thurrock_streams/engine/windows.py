@@ -153,8 +153,9 @@ class SiteWindows:
         >>> w = SiteWindows()
         >>> cfg = EngineConfig(sizes=(60,), allowed_lateness_s=30)
         >>> r = w.ingest(cfg, np.array([10.0, 95.0, 20.0]), {}, now=100.0)
+        >>> # 95 takes the watermark past 60 + 30 s: [0, 60) closes with 10 alone, 20 is late.
         >>> r.late.tolist(), r.closed[0].starts.tolist(), r.closed[0].ts.tolist()
-        ([False, False, False], [0.0], [10.0, 20.0])
+        ([False, False, True], [0.0], [10.0])
         """
         lat = cfg.allowed_lateness_s
         if ts.size == 1:  # one reading (a site sending single readings): no array work
