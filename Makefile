@@ -1,5 +1,5 @@
 # Developer commands, shared with CI. `make help` lists them.
-.PHONY: help run test lint typecheck unit integration stack-up stack-down stack-status bench grafana clean
+.PHONY: help run test quiet-road lint typecheck unit integration stack-up stack-down stack-status bench grafana clean
 
 help:  ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -15,6 +15,9 @@ unit:  ## Unit tests and the packages' doctests (no servers)
 
 integration:  ## Integration tests only (starts the stack on test ports)
 	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider tests/integration
+
+quiet-road:  ## The 17-minute night-road test in wall-clock time (marked slow; not in make test)
+	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider -m slow tests/integration/test_quiet_roads.py
 
 lint:  ## ruff
 	@scripts/bootstrap && .venv/bin/ruff check .
