@@ -16,8 +16,17 @@ from thurrock_streams.traffic import TrafficPipeline
 T0 = 1_699_995_600
 
 
+def closing_beat(site: str, last_ts: float, window_s: float = 900.0,
+                 lateness_s: float = 30.0) -> tuple[bytes, bytes]:
+    """A heartbeat past the site's last window + lateness: it has every window written at
+    once (CONTRACT.md §3), as ``sensors-sim replay`` ends a feed."""
+    ts = float(np.floor(last_ts / window_s) * window_s + window_s + lateness_s)
+    return site.encode(), json.dumps({"site_id": site, "ts": ts, "heartbeat": True}).encode()
+
+
 def traffic_feed(sites: list[str], minutes: int, seed: int) -> list[tuple[bytes, bytes]]:
-    """Per-vehicle readings for ``sites`` over ``minutes``, a few out of order, some frames."""
+    """Per-vehicle readings for ``sites`` over ``minutes``, a few out of order, some frames,
+    each site's feed closed by a heartbeat past its last 15-minute window."""
     rng = np.random.default_rng(seed)
     per_site: list[list[tuple[bytes, bytes]]] = []
     for site in sites:
@@ -42,6 +51,7 @@ def traffic_feed(sites: list[str], minutes: int, seed: int) -> list[tuple[bytes,
             else:
                 msgs.append((site.encode(), json.dumps(rows[i]).encode()))
                 i += 1
+        msgs.append(closing_beat(site, float(ts.max())))
         per_site.append(msgs)
     # interleave the sites round-robin, keeping each site's own order
     out: list[tuple[bytes, bytes]] = []
@@ -52,7 +62,8 @@ def traffic_feed(sites: list[str], minutes: int, seed: int) -> list[tuple[bytes,
 
 def expected_aggregates(messages: list[tuple[bytes | None, bytes]],
                         pipeline: TrafficPipeline) -> dict[tuple[str, str, float], dict[str, Any]]:
-    """What an uninterrupted run writes: the pure processor, then an idle flush."""
+    """What an uninterrupted run writes: the pure processor, then a running watermark
+    that has passed everything (a feed without a closing heartbeat)."""
     proc = Processor(pipeline)
     raws = [RawMessage("traffic.readings", 0, i, k, v) for i, (k, v) in enumerate(messages)]
     out = proc.step(raws, {}, now=T0 + 10**6)

@@ -135,6 +135,12 @@ def keyed(items: list[tuple[float, dict[str, Any]]]) -> list[tuple[bytes, dict[s
     return [(v["site_id"].encode(), v) for _, v in sorted(items, key=lambda x: x[0])]
 
 
+def beat(site: str, ts: float) -> tuple[bytes, dict[str, Any]]:
+    """A heartbeat: the site sent everything before ``ts`` (CONTRACT.md §3); sent after
+    a feed's last window + 30 s lateness, it has that window written at once."""
+    return site.encode(), {"site_id": site, "ts": ts, "heartbeat": True}
+
+
 def events(stack: StackConfig, prefix: str, n: int, timeout: float = 90) -> list[dict[str, Any]]:
     recs = consume_all(stack, f"{prefix}alerts", n, timeout)
     return [json.loads(r.value) for r in sorted(recs, key=lambda r: (r.partition, r.offset))]
@@ -163,10 +169,15 @@ def test_thresholds_crossed_and_recrossed_give_exact_events_everywhere(
                 ALERT_SMTP_HOST="127.0.0.1", ALERT_SMTP_PORT=str(smtp_port),
                 ALERT_SMTP_TO="officer@thurrock.example,control@thurrock.example")
     # 20 hours at 230 µg/m³ (DAQI 4; above the 200 µg/m³ limit), sent as hourly frames
-    send(stack, f"{prefix}air.readings", frames(grays, no2_hours(grays, H0, [230] * 20)))
-    send(stack, f"{prefix}air.readings", keyed([x for x in feed if x[1]["site_id"] == air]))
+    send(stack, f"{prefix}air.readings", [*frames(grays, no2_hours(grays, H0, [230] * 20)),
+                                          beat(grays, H0 + 20 * 3600 + 30)])
+    send(stack, f"{prefix}air.readings", [*keyed([x for x in feed if x[1]["site_id"] == air]),
+                                          beat(air, H0 + 7 * 3600 + 30)])
+    # the road's feed closes with a heartbeat at its 15-minute window's end; the quiet
+    # detector's says it sent its third minute, and then it is heard of no more
     send(stack, f"{prefix}traffic.readings",
-         keyed([x for x in feed if x[1]["site_id"] != air]))
+         [*keyed([x for x in feed if x[1]["site_id"] != air]),
+          beat(road, H0 + 1800 + 30), beat(quiet, H0 + 180 + 30)])
 
     got = events(stack, prefix, 11)
     hour = [H0 + 3600 * (h + 1) for h in range(20)]
@@ -195,7 +206,7 @@ def test_thresholds_crossed_and_recrossed_give_exact_events_everywhere(
         (quiet, "raised", 900)]
     assert silent[0]["ts"] - silent[0]["value"] in (H0 + 120, H0 + 180)
     assert len(got) == 11
-    # nothing more follows (no repeats while open; the road's last minute closes idle)
+    # nothing more follows (no repeats while open)
     assert len(events(stack, prefix, 12, timeout=6)) == 11
 
     # the store's `alerts` measurement holds the same events (string fields are dropped)
@@ -249,7 +260,8 @@ def test_kill_9_with_an_open_alert_never_raises_it_again_and_a_dead_notifier_del
     dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
     env = {"IDLE_FLUSH_S": "4", "ALERT_WEBHOOK_URL": dead, "ALERT_NOTIFY_MAX_BACKOFF_S": "1"}
     first = make_worker(**env)
-    send(stack, f"{prefix}air.readings", feed[:120])  # the first two hours
+    # the first two hours, and a heartbeat that has the second written at once
+    send(stack, f"{prefix}air.readings", [*feed[:120], beat(air, H0 + 2 * 3600 + 30)])
     raised = events(stack, prefix, 1)
     assert brief(raised) == [(air, "daqi:no2", "raised", "moderate", 4, 4, H0 + 3600)]
     # the notifier that is down delays nothing: the aggregates are in the store
@@ -265,7 +277,7 @@ def test_kill_9_with_an_open_alert_never_raises_it_again_and_a_dead_notifier_del
          lambda got: all(got.get(tp, -1) >= end for tp, end in ends.items()), 30,
          "the aggregates' offsets to be committed")
     first.kill9()
-    send(stack, f"{prefix}air.readings", feed[120:])
+    send(stack, f"{prefix}air.readings", [*feed[120:], beat(air, H0 + 6 * 3600 + 30)])
     make_worker(**{**env, "ALERT_WEBHOOK_URL": ""})
     got = events(stack, prefix, 2)
     assert brief(got) == [(air, "daqi:no2", "raised", "moderate", 4, 4, H0 + 3600),

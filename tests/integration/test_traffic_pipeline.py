@@ -63,6 +63,9 @@ def test_edge_case_feed_gives_exact_aggregates_and_dead_letters(
         (site.encode(), {**r(254, 50), "site_id": ""}),         # schema
         (site.encode(), {"site_id": site, "columns": {"ts": [1, 2], "lane": [1]}}),  # schema
         (plain.encode(), {"site_id": plain, "ts": T0 + 30, "lane": 2, "speed_kph": 0.0}),
+        # heartbeats past the last windows + 30 s: every window is written at once
+        (site.encode(), {"site_id": site, "ts": T0 + 930, "heartbeat": True}),
+        (plain.encode(), {"site_id": plain, "ts": T0 + 90, "heartbeat": True}),
     ]
     send(stack, f"{prefix}traffic.readings", feed)
     readings = 19  # every frame row is a reading; a frame that cannot be read counts once
@@ -96,6 +99,8 @@ def test_edge_case_feed_gives_exact_aggregates_and_dead_letters(
                              "space_mean_speed_kph": hm(90, 50), "p85_speed_kph": 84.0,
                              "hgv_pct": 0.0, "density_vpkm": 120 / hm(90, 50),
                              "congestion_index": 1 - hm(90, 50) / 100},
+        # the heartbeat at T0 + 930 puts the minutes up to T0 + 900 in the span: empty
+        **{("1m", T0 + 60.0 * k): {"count": 0, "flow_vph": 0.0} for k in range(6, 16)},
         ("15m", T0 + 900.0): {"count": 7, "flow_vph": 28.0, "mean_speed_kph": 500 / 7,
                               "space_mean_speed_kph": hm(50, 80, 100, 60, 70, 90, 50),
                               "p85_speed_kph": 91.0, "hgv_pct": 100 / 7,
@@ -124,15 +129,20 @@ def test_edge_case_feed_gives_exact_aggregates_and_dead_letters(
 
 def test_missing_and_wrong_keys_are_rekeyed_by_the_site_in_the_value(
         stack: StackConfig, prefix: str, make_worker: Any) -> None:
-    make_worker(IDLE_FLUSH_S="3")
+    w = make_worker(IDLE_FLUSH_S="600")
     site = f"{prefix}A1089-TILBURY-SB"
     keys = [site.encode(), None, b"someone-else", b""]
     # All within 85 s: whatever order re-keying gives them, no window can close early.
     feed = [(keys[i % 4], {"site_id": site, "ts": T0 + i * 2.0, "lane": 1, "speed_kph": 50.0})
             for i in range(43)]
     send(stack, f"{prefix}traffic.readings", feed)
-    got = poll(lambda: stored(stack, site), lambda s: len(s) >= 3, 60,
-                   "the re-keyed site's windows")
+    # once all are counted (some took the re-key hop), a heartbeat closes the windows
+    poll(lambda: w.counters()["pipelines"]["traffic"], lambda c: c["readings_in"] >= 43, 60,
+         "every reading counted")
+    send(stack, f"{prefix}traffic.readings",
+         [(site.encode(), {"site_id": site, "ts": T0 + 930, "heartbeat": True})])
+    got = poll(lambda: stored(stack, site), lambda s: len(s) >= 16, 60,
+               "the re-keyed site's windows")
     assert got[("1m", T0 + 60.0)]["count"] == [30]
     assert got[("1m", T0 + 120.0)]["count"] == [13]
     assert got[("15m", T0 + 900.0)]["count"] == [43]
