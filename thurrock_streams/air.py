@@ -22,7 +22,7 @@ into per-pollutant records. Rules beyond the engine's:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -85,6 +85,9 @@ class AirPipeline:
                 first = float(np.floor(t.min() / size) * size)
                 starts[str(size)] = min(starts.get(str(size), first), first)
 
+    #: See :class:`~thurrock_streams.engine.processor.Pipeline`.
+    spans_of_its_own: ClassVar[bool] = True
+
     def on_heartbeat(self, carry: dict[str, Any], ts: float) -> None:
         """Note the monitor's latest heartbeat: it extends every pollutant's span."""
         carry["heartbeat"] = max(carry.get("heartbeat", -np.inf), ts)
@@ -99,7 +102,7 @@ class AirPipeline:
                 self._mark_stuck(p, c, recs, carry)
                 out += recs
             if c.size == 3600:
-                carry["hour_edge"] = max(carry.get("hour_edge", -np.inf), float(c.ends[-1]))
+                carry["hour_edge"] = max(carry.get("hour_edge", -np.inf), c.edge)
         out += self._daqi(site, carry)
         return out
 
@@ -123,7 +126,7 @@ class AirPipeline:
         if starts is None or str(c.size) not in starts:
             return []
         s = c.size
-        first, edge = starts[str(s)], float(c.ends[-1])
+        first, edge = starts[str(s)], c.edge
         span = float(np.floor(carry["last"][p] / s) * s) + s  # the last sample's window
         span = max(span, float(np.floor(carry.get("heartbeat", -np.inf) / s) * s))
         stop = min(edge, span)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,6 +49,9 @@ class TrafficPipeline:
     def on_accept(self, carry: dict[str, Any], ts: NDArray[np.float64],
                   cols: dict[str, NDArray[Any]]) -> None:
         """Traffic keeps no state beyond the windows and the flat-line runs."""
+
+    #: See :class:`~thurrock_streams.engine.processor.Pipeline`.
+    spans_of_its_own: ClassVar[bool] = False
 
     def on_heartbeat(self, carry: dict[str, Any], ts: float) -> None:
         """The engine's span is traffic's: nothing more to note."""

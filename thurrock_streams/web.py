@@ -32,7 +32,7 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
             "replayed_skipped": c.replayed_skipped, "windows_closed": c.windows_closed,
             "heartbeats_in": c.heartbeats_in, "heartbeats": c.heartbeats,
             "heartbeats_deadlettered": dict(c.heartbeats_deadlettered),
-            "sites": len(agent.cache), "quiet_sites": agent.quiet.quiet_sites(),
+            "sites": len(agent.cache), "quiet_sites": agent.quiet_now,
         }
     return {
         "pipelines": pipelines,

@@ -431,28 +431,79 @@ def test_a_cancelled_sink_acknowledges_its_batch_only_after_writing_it() -> None
     assert log == ["written", "acked"]
 
 
-def test_quiet_time_counts_only_while_the_partition_is_caught_up() -> None:
-    """A backlog (not caught up), a pause (tables not ready) or a takeover is no
-    silence; a site that sends starts its quiet time again."""
+def test_quiet_time_counts_only_up_to_what_was_processed() -> None:
+    """Silence is counted up to the newest moment whose Kafka contents were processed:
+    a backlog or a stalled fetch (no note) is no silence, a partition busy with other
+    sites is (it keeps getting processed), a takeover starts again, and the oldest cut
+    of the worker's partitions counts (a reading waiting elsewhere under a wrong key)."""
     from thurrock_streams.agents.readings import QuietClock
 
     q = QuietClock(idle_s=60.0)
-    q.tick(0.0, {0})
-    q.heard("a", 0)
-    for t in range(1, 41):
-        q.tick(float(t), {0})  # caught up for 40 s
-    for t in range(41, 101):
-        q.tick(float(t), set())  # 60 s of backlog: not counted
-    assert q.quiet_s("a", 0) is None
-    for t in range(101, 121):
-        q.tick(float(t), {0})
-    assert q.quiet_s("a", 0) == 60.0 and q.quiet_sites() == 1
-    q.pause()
-    q.tick(500.0, {0})  # the gap after a pause does not count
-    assert q.quiet_s("a", 0) == 60.0
-    q.tick(530.0, {0})  # ticks far apart count at most max_step_s
-    assert q.quiet_s("a", 0) == 62.0
-    q.heard("a", 0)
-    assert q.quiet_s("a", 0) is None
-    q.reset()
-    assert q.quiet_s("a", 0) is None and q.quiet_sites() == 0
+    q.reset(0.0)
+    q.heard("a", 0.0)
+    tp, other = ("traffic.readings", 0), ("traffic.readings", 1)
+    for t in range(1, 101):  # partition 0 busy with others: always behind by one second
+        q.note(0, float(t), {tp: 10 * t})
+        q.processed(0, {tp: 10 * (t - 1)})
+        q.note(1, float(t), {other: 5})
+        q.processed(1, {other: 5})
+    assert q.quiet_s("a", [0, 1]) == 99.0 and q.quiet_sites([0, 1]) == 1
+    # a backlog on partition 1: no cut past t = 100 until it is processed
+    for t in range(101, 161):
+        q.note(1, float(t), {other: 500})
+        q.processed(1, {other: 6})
+        q.note(0, float(t), {tp: 10 * t})
+        q.processed(0, {tp: 10 * t})
+    assert q.quiet_s("a", [0, 1]) == 100.0
+    assert q.quiet_s("a", [0]) == 160.0
+    q.processed(1, {other: 500})
+    assert q.quiet_s("a", [0, 1]) == 160.0
+    q.heard("a", 161.0)
+    assert q.quiet_s("a", [0, 1]) == 0.0
+    q.reset(200.0)
+    assert q.quiet_s("a", [0, 1]) == 0.0 and q.quiet_sites([0, 1]) == 0
+
+
+def test_between_a_withdrawal_and_the_next_assignment_nothing_is_taken_or_acknowledged() -> None:
+    """A copy handed over after the gate closed is released (Faust stops waiting for it)
+    but neither delivered nor acknowledged; copies joined to a waiting event are released
+    with it at the withdrawal."""
+    agent, done = _notifier()
+    acked: list[str] = []
+    released: list[str] = []
+    agent.submit(Rec("alerts", 0, 5, value=b"{}"), lambda: acked.append("sweep"))  # read by
+    agent._ack_with(Rec("alerts", 0, 5), lambda: acked.append("copy"),  # the guard; then the
+                    lambda: released.append("copy"))  # consumer's own copy of it
+    agent.release_all()
+    assert (acked, released) == ([], ["copy"])
+    agent.submit(Rec("alerts", 0, 6, value=b"{}"), lambda: acked.append("late"),
+                 lambda: released.append("late"))
+    agent._ack_with(Rec("alerts", 0, 7), lambda: acked.append("dup"),
+                    lambda: released.append("dup"))
+    assert (acked, released, len(done)) == ([], ["copy", "late", "dup"], 1)
+    agent.gate.reopen()
+    agent.submit(Rec("alerts", 0, 6, value=b"{}"), lambda: acked.append("again"))
+    done[-1][0]()
+    assert acked == ["again"]
+
+
+def test_silence_counted_before_a_rebalance_is_kept_for_the_partitions_that_stay() -> None:
+    from thurrock_streams.agents.readings import QuietClock
+
+    def clock() -> QuietClock:
+        q = QuietClock(idle_s=60.0)
+        q.reset(0.0)
+        q.heard("a", 0.0)
+        q.note(0, 100.0, {("t", 0): 1})
+        q.processed(0, {("t", 0): 1})
+        q.reset(110.0)  # a rebalance: the 10 s until new notes count as no silence
+        q.note(0, 140.0, {("t", 0): 1})
+        q.processed(0, {("t", 0): 1})
+        return q
+
+    kept = clock()
+    kept.keep(lambda site: True)
+    assert kept.quiet_s("a", [0]) == 130.0  # 100 before + 30 after the takeover
+    moved = clock()
+    moved.keep(lambda site: False)  # its partition was elsewhere meanwhile
+    assert moved.quiet_s("a", [0]) == 30.0

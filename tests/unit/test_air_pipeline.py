@@ -136,3 +136,27 @@ def test_every_record_has_contract_fields_and_types() -> None:
                           "mean", "capture_pct", "valid", "daqi"}
         assert isinstance(r["valid"], bool) and isinstance(r["capture_pct"], float)
         assert r["pollutant"] != "co" or "daqi" not in r
+
+
+def test_a_heartbeat_after_a_quiet_closure_writes_the_held_back_pollutant_windows() -> None:
+    """O3 stops at 30 min, NO2 runs to the end of hour 2; the monitor goes quiet and its
+    running watermark closes every window; then a heartbeat says it sent everything: the
+    O3 windows after its last sample are now inside its span and written (empty)."""
+    proc = Processor(AirPipeline.create(30.0, 300.0))
+    raws = []
+    for i, t in enumerate(range(0, 7200, 60)):
+        rec = {"site_id": "M1", "ts": T0 + t, "no2_ugm3": 40.0}
+        if t < 1800:
+            rec["o3_ugm3"] = 50.0
+        raws.append(RawMessage("air.readings", 0, i, b"M1", json.dumps(rec).encode()))
+    st = proc.step(raws, {}, now=T0 + 7200).changed["M1"]
+    quiet = proc.run_on("M1", st, T0 + 7140 + 300)
+    assert not [r for _, r in quiet.aggregates if r.get("pollutant") == "o3"
+                and r["ts"] > T0 + 1800]  # held back: after O3's last sample
+    hb = RawMessage("air.readings", 0, 999, b"M1",
+                    json.dumps({"site_id": "M1", "ts": T0 + 7230, "heartbeat": True}).encode())
+    out = proc.step([hb], {"M1": quiet.changed["M1"]}, now=T0 + 7500)
+    o3 = sorted((r["period"], r["ts"] - T0, r["capture_pct"], r["valid"])
+                for _, r in out.aggregates if r.get("pollutant") == "o3")
+    assert o3 == sorted([("15m", float(e), 0.0, False) for e in range(2700, 7201, 900)]
+                        + [("1h", 7200.0, 0.0, False), ("8h", 7200.0, 0.0, False)])

@@ -257,7 +257,7 @@ class _Entry:
     how to make Faust forget it without an acknowledgement."""
 
     acks: list[Callable[[], Any]]
-    release: Callable[[], None] | None = None
+    releases: list[Callable[[], None]]
     done: bool = False
     withdrawn: bool = False
 
@@ -272,6 +272,9 @@ class AckGate:
     without acknowledging it: Faust then neither waits for it nor commits it, and it is
     delivered by whichever worker holds its partition after the rebalance.
 
+    From a withdrawal until :meth:`reopen` (the next assignment) the gate is closed: an
+    event handed in meanwhile is released at once, unacknowledged, and not delivered.
+
     Thread-safe: Faust runs the rebalance callback on the consumer's thread.
     """
 
@@ -279,28 +282,50 @@ class AckGate:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, int], dict[int, _Entry]] = {}
         self._heaps: dict[tuple[str, int], list[int]] = {}
+        self._closed = False
 
-    def join(self, topic: str, partition: int, offset: int, ack: Callable[[], Any]) -> bool:
-        """Add ``ack`` to the event waiting at that offset; False if none waits."""
+    def reopen(self) -> None:
+        """Take events again (partitions were assigned)."""
         with self._lock:
-            entry = self._entries.get((topic, partition), {}).get(offset)
-            if entry is not None:
-                entry.acks.append(ack)
-            return entry is not None
+            self._closed = False
+
+    def join(self, topic: str, partition: int, offset: int, ack: Callable[[], Any],
+             release: Callable[[], None] | None = None) -> bool:
+        """Add ``ack`` (and ``release``) to the event waiting at that offset; False if none
+        waits (acknowledge it now). While the gate is closed, the copy is released at
+        once, unacknowledged, and True is returned."""
+        with self._lock:
+            closed = self._closed
+        if closed:
+            if release is not None:
+                release()
+            return True
+        return self.add(topic, partition, offset, ack, release, join=True) is not None
 
     def add(self, topic: str, partition: int, offset: int, ack: Callable[[], Any],
-            release: Callable[[], None] | None = None) -> _Entry | None:
-        """Register an event; ``None`` if one at that offset waits already (then ``ack``
-        joins it)."""
+            release: Callable[[], None] | None = None,
+            join: bool = False) -> _Entry | None:
+        """Register an event and return its entry to deliver; None if one at that offset
+        waits already (then ``ack`` joins it), or if the gate is closed (then it is
+        released at once, unacknowledged). With ``join``, the waiting entry is returned
+        and no new one is made."""
         tp = (topic, partition)
         with self._lock:
+            closed = self._closed
             waiting = self._entries.setdefault(tp, {})
-            if offset in waiting:
-                waiting[offset].acks.append(ack)
-                return None
-            entry = waiting[offset] = _Entry([ack], release)
-            heapq.heappush(self._heaps.setdefault(tp, []), offset)
-            return entry
+            entry = waiting.get(offset)
+            if not closed and entry is not None:
+                entry.acks.append(ack)
+                if release is not None:
+                    entry.releases.append(release)
+                return entry if join else None
+            if not closed and not join:
+                entry = waiting[offset] = _Entry([ack], [release] if release else [])
+                heapq.heappush(self._heaps.setdefault(tp, []), offset)
+                return entry
+        if closed and release is not None:
+            release()
+        return None
 
     def done(self, topic: str, partition: int, offset: int, entry: _Entry) -> None:
         """The event is delivered: acknowledge it and the delivered ones after it, up to
@@ -318,17 +343,18 @@ class AckGate:
             ack()
 
     def withdraw_all(self) -> int:
-        """Forget every event not yet acknowledged, without acknowledging it; return how
-        many."""
+        """Forget every event not yet acknowledged, without acknowledging it, and close the
+        gate until :meth:`reopen`; return how many."""
         with self._lock:
+            self._closed = True
             entries = [e for waiting in self._entries.values() for e in waiting.values()]
             self._entries.clear()
             self._heaps.clear()
             for e in entries:
                 e.withdrawn = True
         for e in entries:
-            if e.release is not None:
-                e.release()
+            for release in e.releases:
+                release()
         return len(entries)
 
     def __len__(self) -> int:
@@ -361,6 +387,10 @@ class NotifyAgent:
         self.offsets = OffsetGuard("alert-notify", reader)  # submit() acknowledges
         app.agent(self.source, name="alert-notify")(self._run)
         self.offsets.attach(app, [self.source.get_topic_name()], self._submit_read)
+        app.on_partitions_assigned.connect(self._on_assigned)
+
+    async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
+        self.gate.reopen()
 
     async def _run(self, stream: Any) -> None:
         async for event in stream.noack().events():
@@ -372,16 +402,21 @@ class NotifyAgent:
                         self.submit(m, functools.partial(self._ack, m))
 
             if not await self.offsets.handle([event.message], process):
-                self._ack_with(event.message, event.ack)  # handed over twice
+                # handed over twice
+                self._ack_with(event.message, event.ack,
+                               functools.partial(self._forget, event.message))
 
     def _forget(self, m: Any) -> None:
-        """Make Faust's consumer stop waiting for ``m`` without acknowledging it."""
-        self.app.consumer._unacked_messages.discard(m)  # type: ignore[attr-defined]
+        """Make Faust's consumer stop waiting for ``m`` without acknowledging it (on the
+        event loop, which also reads that set; this may be the consumer's thread)."""
+        unacked = self.app.consumer._unacked_messages  # type: ignore[attr-defined]
+        self.app.loop.call_soon_threadsafe(unacked.discard, m)
 
-    def _ack_with(self, m: Any, ack: Callable[[], Any]) -> None:
+    def _ack_with(self, m: Any, ack: Callable[[], Any],
+                  release: Callable[[], None] | None = None) -> None:
         """Acknowledge a copy of an event handed over again once the first copy is
         acknowledged (at once if it is)."""
-        if not self.gate.join(m.topic, m.partition, m.offset, ack):
+        if not self.gate.join(m.topic, m.partition, m.offset, ack, release):
             ack()
 
     async def _submit_read(self, messages: list[Any]) -> None:

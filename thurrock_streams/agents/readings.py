@@ -10,16 +10,18 @@ written to the table, and the step waits until the changelog holds them
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import faust
 import orjson
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
-from faust.types import TP
 
 from ..engine.processor import Pipeline, Processor, SiteState, StepOutput
 from ..readings import RawMessage
@@ -30,6 +32,10 @@ from .delivery import OffsetGuard, Reader, faust_ack, owned_tps, retry, tables_r
 __all__ = ["ReadingsAgent", "partition_for"]
 
 log = logging.getLogger(__name__)
+
+#: A high watermark counts only from a fetch this recent (ms): Faust's fetches wait up to
+#: 1.5 s, so an older one means fetching has stalled (or the partition is paused).
+FRESH_FETCH_MS = 4000.0
 
 #: Header with the wall-clock time (UTC epoch seconds) at which an aggregate was closed.
 CLOSED_AT = "thurrock-closed-at"
@@ -88,52 +94,73 @@ async def store_states(table: Any, records: Mapping[bytes, bytes]) -> None:
 
 
 class QuietClock:
-    """Wall-clock seconds of silence per site, counted only while caught up.
+    """Seconds of silence per site, counted only up to what the worker has processed.
 
-    Per partition, a clock advances with the wall clock while the worker has processed
-    all that the partition holds (a backlog, a restart or a rebalance is no silence,
-    CONTRACT.md §3). A site's quiet time is its partition's clock now minus its value
-    when the site last sent a message; from ``idle_s`` on, the site's watermark runs on
-    by that much. Timer ticks further apart than ``max_step_s`` count ``max_step_s``.
+    Each second the worker notes, per partition it holds, Kafka's high watermarks of the
+    site topics (the readings topic and its re-key topic) as of a fetch of the last few
+    seconds. Once it has processed every message below a note's offsets, the note's time
+    is that partition's *cut*: nothing sent before it is still waiting. A site's quiet time
+    is the cut (the oldest of all the partitions this worker holds, so that a site's
+    reading still waiting on another partition under a wrong key holds it back too) minus
+    when the worker last processed a message of that site, or took its partitions over.
+    A backlog, a stalled fetch, a restart or a rebalance is so no silence (CONTRACT.md §3),
+    while a site on a partition busy with others still goes quiet. Times: monotonic s.
     """
 
-    def __init__(self, idle_s: float, max_step_s: float = 2.0) -> None:
+    def __init__(self, idle_s: float, max_notes: int = 3600) -> None:
         self.idle_s = idle_s
-        self.max_step_s = max_step_s
-        self.clock: dict[int, float] = {}
-        self.anchor: dict[str, tuple[int, float]] = {}
-        self._last: float | None = None
+        self.max_notes = max_notes
+        self.notes: dict[int, collections.deque[tuple[float, dict[Any, int]]]] = {}
+        self.cuts: dict[int, float] = {}
+        self.heard_at: dict[str, float] = {}
+        self.before: dict[str, float] = {}
+        self.since = time.monotonic()
 
-    def reset(self) -> None:
-        """Forget every site's silence (a takeover)."""
-        self.clock.clear()
-        self.anchor.clear()
-        self._last = None
+    def reset(self, now: float) -> None:
+        """A takeover at ``now``: the silence counted so far is kept aside (:meth:`keep`
+        says for which partitions it still holds); the time until the new notes is none."""
+        cuts = list(self.cuts.values())
+        cut = min(cuts) if cuts else -math.inf
+        self.before = {site: max(0.0, cut - self.heard_at.get(site, self.since))
+                       + self.before.get(site, 0.0)
+                       for site in {*self.heard_at, *self.before}}
+        self.notes.clear()
+        self.cuts.clear()
+        self.heard_at.clear()
+        self.since = now
 
-    def pause(self) -> None:
-        """The time until the next tick does not count (tables not ready)."""
-        self._last = None
+    def keep(self, kept: Callable[[str], bool]) -> None:
+        """Keep the silence counted before the takeover only for the sites ``kept`` (their
+        partition stayed with this worker: no message of theirs went elsewhere)."""
+        self.before = {site: q for site, q in self.before.items() if kept(site)}
 
-    def tick(self, now: float, caught_up: Iterable[int]) -> None:
-        """Advance the clocks of the ``caught_up`` partitions to ``now`` (monotonic s)."""
-        step = 0.0 if self._last is None else min(max(now - self._last, 0.0), self.max_step_s)
-        self._last = now
-        for p in caught_up:
-            self.clock[p] = self.clock.get(p, 0.0) + step
+    def note(self, partition: int, now: float, highs: dict[Any, int]) -> None:
+        """Kafka held offsets below ``highs`` (per topic-partition) at ``now``."""
+        q = self.notes.setdefault(partition, collections.deque(maxlen=self.max_notes))
+        q.append((now, highs))
 
-    def heard(self, site: str, partition: int) -> None:
-        """The site sent a message now."""
-        self.anchor[site] = (partition, self.clock.get(partition, 0.0))
+    def processed(self, partition: int, due: dict[Any, int]) -> None:
+        """The worker has processed every offset below ``due`` (per topic-partition)."""
+        q = self.notes.get(partition)
+        while q and all(due.get(tp, -1) >= high for tp, high in q[0][1].items()):
+            self.cuts[partition] = q.popleft()[0]
 
-    def quiet_s(self, site: str, partition: int) -> float | None:
-        """The site's quiet seconds once they reach ``idle_s``, else None."""
-        now = self.clock.get(partition, 0.0)
-        quiet = now - self.anchor.setdefault(site, (partition, now))[1]
-        return quiet if quiet >= self.idle_s else None
+    def heard(self, site: str, now: float) -> None:
+        """A message of the site was processed at ``now``."""
+        self.heard_at[site] = now
+        self.before.pop(site, None)
 
-    def quiet_sites(self) -> int:
-        """How many sites are quiet now (their watermark runs on with the clock)."""
-        return sum(self.clock.get(p, 0.0) - a >= self.idle_s for p, a in self.anchor.values())
+    def quiet_s(self, site: str, partitions: Iterable[int]) -> float:
+        """The site's silence so far, seconds (0 when none is known)."""
+        cuts = [self.cuts.get(p, -math.inf) for p in partitions]
+        cut = min(cuts) if cuts else -math.inf
+        return max(0.0, cut - self.heard_at.get(site, self.since)) + self.before.get(site, 0.0)
+
+    def quiet_sites(self, partitions: Iterable[int]) -> int:
+        """How many of the sites heard of by this worker are quiet now."""
+        parts = list(partitions)
+        return sum(self.quiet_s(site, parts) >= self.idle_s
+                   for site in {*self.heard_at, *self.before})
 
 
 def owned_partitions(app: Any, topics: Iterable[str]) -> set[int]:
@@ -220,6 +247,12 @@ class ReadingsAgent(LoopLock):
             help=f"{self.kind} site states (windows, watermark, applied offsets)"))
         self.cache: dict[str, tuple[bytes, SiteState]] = {}
         self.quiet = QuietClock(settings.idle_flush_s)
+        self.quiet_now = 0  # quiet sites at the last check, for /counters
+        self._partitions: dict[str, int] = {}
+        # per site not heard of since the takeover: where its running watermark had got to
+        self._carry: dict[str, float] = {}
+        self._owned_now: set[int] = set()
+        self._owned_before: set[int] | None = None
         # Puts source messages the consumer dropped back into the batches.
         self.offsets = OffsetGuard(self.kind, reader, faust_ack(app))
         # Up to 50,000 messages a batch: with thousands of sites sending single readings,
@@ -236,11 +269,18 @@ class ReadingsAgent(LoopLock):
         app.on_partitions_assigned.connect(self._on_assigned)
 
     def _partition_of(self, site: str) -> int:
-        return partition_for(site.encode(), self.partitions)
+        p = self._partitions.get(site)
+        if p is None:
+            if len(self._partitions) > 200_000:
+                self._partitions.clear()
+            p = self._partitions[site] = partition_for(site.encode(), self.partitions)
+        return p
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
         # Quiet time counts from the takeover: a restart or a rebalance is no silence.
-        self.quiet.reset()
+        self.quiet.reset(time.monotonic())
+        self._carry.clear()
+        self._owned_before = self._owned_now
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
@@ -277,43 +317,80 @@ class ReadingsAgent(LoopLock):
         async with self.lock:
             out = self._process(messages, time.time())
             await self._deliver(out)
+            now = time.monotonic()
             for site in out.changed:
-                self.quiet.heard(site, self._partition_of(site))
+                self.quiet.heard(site, now)
 
     def _process(self, messages: list[RawMessage], now: float) -> StepOutput:
         return self.processor.step_isolating(messages, _States(self), now)
 
-    def _caught_up(self, partition: int) -> bool:
-        """True when this worker has processed all that the site partition holds, in the
-        readings topic and in the re-key topic (Kafka's high watermark of the last fetch
-        against the offset due next)."""
+    def _highs(self, partition: int) -> dict[Any, int] | None:
+        """Kafka's high watermarks of the site partition's topics from a fetch of the last
+        few seconds, or None (unknown, or the fetch stalled: no silence is counted)."""
+        try:
+            client = self.app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
+        except Exception:
+            return None
+        highs: dict[Any, int] = {}
+        now_ms = time.time() * 1000.0
+        for topic in self.sources.topics:
+            tp = TopicPartition(topic, partition)
+            try:
+                high, polled = client.highwater(tp), client.last_poll_timestamp(tp)
+            except Exception:  # not assigned (a rebalance under way)
+                return None
+            if high is None or polled is None or now_ms - polled > FRESH_FETCH_MS:
+                return None
+            highs[(topic, partition)] = int(high)
+        return highs
+
+    def _due(self, partition: int) -> dict[Any, int] | None:
+        """The offset due next per topic-partition, once known (the delivery guard knows
+        it from the committed offset and each message handed over)."""
+        due = {}
         for topic in self.sources.topics:
             tp = (topic, partition)
-            due = self.offsets.expected.get(tp, self.offsets.starts.get(tp))
-            high = self.app.consumer.highwater(TP(topic, partition))
-            if due is None or high is None or due < high:
-                return False
-        return not self.offsets.lock.locked()
+            d = self.offsets.expected.get(tp, self.offsets.starts.get(tp))
+            if d is None:
+                return None
+            due[tp] = d
+        return due
 
     async def _quiet_sites(self) -> None:
         """Run a quiet site's watermark on with the clock (CONTRACT.md §3)."""
         if not tables_ready(self.app):
-            self.quiet.pause()
             return
         async with self.lock:
+            now = time.monotonic()
             mine = owned_partitions(self.app, self.sources.topics)
-            self.quiet.tick(time.monotonic(), {p for p in mine if self._caught_up(p)})
+            if self._owned_before is not None:  # the first check since a takeover
+                kept = self._owned_before & mine
+                self.quiet.keep(lambda site: self._partition_of(site) in kept)
+                self._owned_before = None
+            self._owned_now = mine
+            for p in mine:
+                highs = self._highs(p)
+                if highs is not None:
+                    self.quiet.note(p, now, highs)
+                due = self._due(p)
+                if due is not None and not self.offsets.lock.locked():
+                    self.quiet.processed(p, due)
+            self.quiet_now = self.quiet.quiet_sites(mine)
             states = _States(self)
             merged = StepOutput()
             for site in list(states):
-                p = self._partition_of(site)
-                if p not in mine:
+                if self._partition_of(site) not in mine:
                     continue  # a standby copy of another worker's site
-                quiet = self.quiet.quiet_s(site, p)
-                if quiet is None:
-                    continue
+                quiet = self.quiet.quiet_s(site, mine)
                 state = states[site]
-                out = self.processor.run_on(site, state, state.windows.watermark + quiet)
+                w = state.windows.watermark
+                if site in self.quiet.heard_at or site in self.quiet.before:
+                    base = w  # its quiet time, since the takeover or before, is known
+                else:  # carry on from where the watermark had run to before it
+                    base = self._carry.setdefault(site, max(w, state.windows.run_to))
+                if quiet < self.settings.idle_flush_s and not base > w:
+                    continue
+                out = self.processor.run_on(site, state, base + quiet)
                 merged.aggregates += out.aggregates
                 merged.changed.update(out.changed)
             if merged.changed:

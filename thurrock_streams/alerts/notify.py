@@ -476,6 +476,8 @@ class Dispatcher:
         delay = min(_INITIAL_BACKOFF_S, self.max_backoff_s)
         attempt = 0
         while True:
+            if item.is_withdrawn():
+                return
             attempt += 1
             try:
                 await lane.notifier.send(item.event)

@@ -47,6 +47,12 @@ class Pipeline(Protocol):
         """See a heartbeat that raised the site's watermark to ``ts``."""
         ...
 
+    @property
+    def spans_of_its_own(self) -> bool:
+        """True if it holds windows back beyond the engine's span (air, per pollutant):
+        it is then also handed closings without new windows."""
+        ...
+
     def aggregates(self, site: str, closed: list[Closed],
                    carry: dict[str, Any]) -> list[dict[str, Any]]:
         """Aggregate records (JSON-ready dicts) for the windows a step closed."""
@@ -318,13 +324,14 @@ class Processor:
 
     def _beat(self, site: str, b: Heartbeat, new: SiteState, m: RawMessage, now: float,
               out: StepOutput) -> None:
+        raised = b.ts > new.windows.watermark
         future, closed = new.windows.heartbeat(self.pipeline.config, b.ts, now)
         if future:
             self._dead_beat(out, m, "future", _time_detail("future", b.ts, new.windows, now))
             return
         out.counts.heartbeats_in += 1
         out.counts.heartbeats += 1
-        if new.windows.watermark == b.ts:
+        if raised:
             self.pipeline.on_heartbeat(new.carry, b.ts)
         self._emit(site, closed, new, out)
 
@@ -355,6 +362,8 @@ class Processor:
         if not closed:
             return
         out.counts.windows_closed += sum(c.starts.size for c in closed)
+        if not any(c.starts.size for c in closed) and not self.pipeline.spans_of_its_own:
+            return
         for rec in self.pipeline.aggregates(site, closed, state.carry):
             out.aggregates.append((site, rec))
 

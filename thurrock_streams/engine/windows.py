@@ -55,11 +55,18 @@ class Closed:
     starts: F64
     ts: F64
     cols: dict[str, NDArray[Any]]
+    until: float | None = None
+    """For an empty hand-out (no window): the end of the windows handed out so far."""
 
     @property
     def ends(self) -> F64:
         """Window ends, the aggregates' timestamps (UTC epoch seconds)."""
         return self.starts + self.size
+
+    @property
+    def edge(self) -> float:
+        """The end of the last window handed out (this or an earlier step)."""
+        return float(self.ends[-1]) if self.starts.size else float(self.until or _NEG_INF)
 
     def index(self) -> NDArray[np.int64]:
         """Window position (0-based within ``starts``) of every reading."""
@@ -104,6 +111,9 @@ class SiteWindows:
     buf_cols: dict[str, NDArray[Any]] = field(default_factory=dict)
     span_end: dict[int, float] = field(default_factory=dict)
     """Per window length, the end of the last window inside the site's span."""
+    run_to: float = _NEG_INF
+    """How far a quiet site's running watermark has run (-inf once the site is heard
+    from again): a worker taking the site over carries on from there."""
 
     def heartbeat(self, cfg: EngineConfig, ts: float, now: float) -> tuple[bool, list[Closed]]:
         """Apply a heartbeat: (True if it is ``future``, the windows it closed).
@@ -122,10 +132,18 @@ class SiteWindows:
         if not ts > self.watermark:
             return False, []
         self.watermark = ts
+        self.run_to = _NEG_INF
         for s in cfg.sizes:
             self.span_end[s] = max(self.span_end.get(s, _NEG_INF), _floor_scalar(ts, s))
         lat = cfg.allowed_lateness_s
-        return False, self._close(cfg, {s: _floor_scalar(ts - lat, s) for s in cfg.sizes})
+        closed = self._close(cfg, {s: _floor_scalar(ts - lat, s) for s in cfg.sizes})
+        # Nothing new closed, but the span grew: a pipeline with spans of its own (air, per
+        # pollutant) may now have held-back windows to write, up to what was handed out.
+        done = {c.size for c in closed}
+        closed += [Closed(s, np.zeros(0), np.zeros(0),
+                          {k: v[:0] for k, v in self.buf_cols.items()}, self.next_emit[s])
+                   for s in cfg.sizes if s not in done and s in self.next_emit]
+        return False, closed
 
     def run_on(self, cfg: EngineConfig, watermark: float) -> list[Closed]:
         """Close the windows a quiet site's running ``watermark`` has passed.
@@ -138,6 +156,7 @@ class SiteWindows:
         edges = {s: _floor_scalar(watermark - lat, s) for s in cfg.sizes}
         if all(edges[s] <= self.closed_until.get(s, _NEG_INF) for s in cfg.sizes):
             return []
+        self.run_to = max(self.run_to, watermark)
         return self._close(cfg, edges)
 
     def closes_at(self, cfg: EngineConfig, watermark: float) -> bool:
@@ -202,11 +221,12 @@ class SiteWindows:
     def copy(self) -> SiteWindows:
         """An independent copy (arrays are shared: they are replaced, never changed)."""
         return SiteWindows(self.watermark, dict(self.closed_until), dict(self.next_emit),
-                           self.buf_ts, dict(self.buf_cols), dict(self.span_end))
+                           self.buf_ts, dict(self.buf_cols), dict(self.span_end), self.run_to)
 
     def _accept(self, cfg: EngineConfig, ts: F64, cols: dict[str, NDArray[Any]]) -> None:
         hi = float(ts.max())
         self.watermark = max(self.watermark, hi)
+        self.run_to = _NEG_INF
         lo = float(ts.min())
         for s in cfg.sizes:
             first = _floor_scalar(lo, s)
@@ -247,6 +267,7 @@ class SiteWindows:
             "buf_ts": self.buf_ts,
             "buf_cols": dict(self.buf_cols),
             "span_end": {str(k): v for k, v in self.span_end.items()},
+            "run_to": self.run_to,
         }
 
     @classmethod
@@ -265,6 +286,7 @@ class SiteWindows:
         )
         if "span_end" in d:
             w.span_end = {int(k): float(v) for k, v in d["span_end"].items()}
+            w.run_to = float(d.get("run_to", _NEG_INF))
         elif math.isfinite(w.watermark):
             w.span_end = {s: _floor_scalar(w.watermark, s) + s for s in w.next_emit}
         return w
