@@ -308,18 +308,18 @@ def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[st
 
     raw_ts = g.cols["ts"]
     ts: NDArray[np.float64] | None = None
-    missing_ts = np.zeros(n, dtype=np.bool_)
+    missing_ts = unreadable = np.zeros(n, dtype=np.bool_)
     if set(map(type, raw_ts)) <= _NUMBER_TYPES:  # epoch seconds throughout: no Python loop
         with suppress(OverflowError):  # an int beyond a float: value by value, below
             ts = np.array(raw_ts, dtype=np.float64)
     if ts is None:
-        ts = np.array([_parse_ts(v) if v is not None else np.nan for v in raw_ts],
-                      dtype=np.float64)
+        parsed = list(map(_parse_ts, raw_ts))
+        unreadable = np.fromiter((t is None for t in parsed), dtype=np.bool_, count=n)
+        ts = np.array([np.nan if t is None else t for t in parsed], dtype=np.float64)
         missing_ts = np.fromiter((v is None for v in raw_ts), dtype=np.bool_, count=n)
     flag(missing_ts, 1, "ts is missing")
-    flag(np.isnan(ts) & ~missing_ts, 1,
-         "ts must be epoch seconds or an ISO-8601 string with an offset")
-    flag(~np.isfinite(ts) & ~np.isnan(ts), 2, "ts is infinite or too large for a float")
+    flag(unreadable, 1, "ts must be epoch seconds or an ISO-8601 string with an offset")
+    flag(~np.isfinite(ts), 2, "ts is NaN, infinite or too large for a float")
     cols["ts"] = ts
     fields = TRAFFIC_FIELDS if kind == "traffic" else AIR_FIELDS
     for f in fields:

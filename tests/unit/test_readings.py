@@ -194,3 +194,15 @@ def test_python_ints_beyond_a_float_are_infinite_not_a_crash() -> None:
     assert arr.tolist() == [1.0, float("inf"), float("-inf")]
     assert present.all() and not mistyped.any()
     assert _parse_ts(-(10**400)) == float("-inf")
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_a_non_finite_timestamp_is_range_like_any_other_number(literal: bytes) -> None:
+    # Found by the fuzz suite: a NaN ts was taken for an unreadable one (``schema``).
+    raw = (b'{"site_id": "S", "columns": {"ts": [1, ' + literal + b', "x"], "lane": [1, 1, 1],'
+           b' "speed_kph": [50, 50, 50]}}')
+    b = decode_batch("traffic", [msg(raw)])
+    assert b.row.tolist() == [0]
+    assert [(r.row, r.reason) for r in b.rejected] == [(1, "range"), (2, "schema")]
+    single = b'{"site_id": "S", "ts": ' + literal + b', "lane": 1, "speed_kph": 50}'
+    assert reasons("traffic", [single]) == (0, [(0, None, "range")])
