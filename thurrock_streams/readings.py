@@ -326,7 +326,9 @@ def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[st
         arr, present, mistyped = _numeric(g.cols[f.name])
         flag(mistyped, 1, f"{f.name} must be a number")
         if f.integer:
-            flag(present & (arr != np.floor(arr)), 1, f"{f.name} must be a whole number")
+            with np.errstate(invalid="ignore"):  # NaN and infinity: range, below
+                fraction = np.isfinite(arr) & (arr != np.floor(arr))
+            flag(present & fraction, 1, f"{f.name} must be a whole number")
         if f.required:
             flag(~present & ~mistyped, 1, f"{f.name} is missing")
         with np.errstate(invalid="ignore"):

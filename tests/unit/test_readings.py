@@ -206,3 +206,10 @@ def test_a_non_finite_timestamp_is_range_like_any_other_number(literal: bytes) -
     assert [(r.row, r.reason) for r in b.rejected] == [(1, "range"), (2, "schema")]
     single = b'{"site_id": "S", "ts": ' + literal + b', "lane": 1, "speed_kph": 50}'
     assert reasons("traffic", [single]) == (0, [(0, None, "range")])
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_a_non_finite_lane_is_range_not_a_fraction(literal: bytes) -> None:
+    # Found by the fuzz suite: NaN failed the whole-number test (``schema``).
+    single = b'{"site_id": "S", "ts": 1, "lane": ' + literal + b', "speed_kph": 50}'
+    assert reasons("traffic", [single]) == (0, [(0, None, "range")])
