@@ -99,11 +99,11 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
     """Create the Faust app and wire every agent onto it."""
     servers = [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
     app = ThurrockApp(
-        settings.app_id,
+        settings.group_id,
         broker=servers,
         broker_credentials=_credentials(settings),
         store="memory://",
-        datadir=str(Path(tempfile.gettempdir()) / f"thurrock-streams-{settings.app_id}"),
+        datadir=str(Path(tempfile.gettempdir()) / f"thurrock-streams-{settings.group_id}"),
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",

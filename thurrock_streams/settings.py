@@ -184,6 +184,14 @@ class Settings:
         """Return the full topic name for a contract topic name, prefix included."""
         return f"{self.topic_prefix}{name}"
 
+    @property
+    def group_id(self) -> str:
+        """The Faust app id: the consumer group, and the stem of every internal topic
+        (table changelogs, re-key topics). It carries ``TOPIC_PREFIX`` too, so two
+        deployments with different prefixes on one cluster share no state or work
+        (CONTRACT.md §1)."""
+        return f"{self.topic_prefix}{self.app_id}"
+
     def describe(self) -> dict[str, str]:
         """Return the settings as strings for logs; secrets stay masked."""
         return {f.name: str(getattr(self, f.name)) for f in fields(self)}

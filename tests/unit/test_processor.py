@@ -120,3 +120,24 @@ def test_a_huge_integer_costs_its_row_not_the_frame() -> None:
     out = p.step([m(0, frame)], {}, now=1e9)
     assert [(d["offset"], d["row"], d["reason"]) for _, d in out.deadletters] == [(0, 1, "range")]
     assert p.counters.accepted == 2 and p.counters.readings_in == 3
+
+
+class _Poisoned(TrafficPipeline):
+    """A pipeline whose kernel fails on one speed (a stand-in for an unforeseen bug)."""
+
+    def on_accept(self, carry, ts, cols) -> None:  # type: ignore[no-untyped-def]
+        if (cols["speed_kph"] == 42.0).any():
+            raise RuntimeError("poisoned reading")
+        super().on_accept(carry, ts, cols)
+
+
+def test_a_failed_batch_is_retried_one_by_one_and_counted_once() -> None:
+    """The failed batch attempt counts nothing: 4 readings, 3 accepted, 1 ``internal``."""
+    p = Processor(_Poisoned(EngineConfig((60, 900), 30.0, 300.0), Registry({}, {})))
+    feed = [m(0, r(10, site_id="a")), m(1, r(11, 42.0, site_id="b")),
+            m(2, r(12, site_id="c")), m(3, r(13, site_id="d"))]
+    out = p.step_isolating(feed, {}, now=100.0)
+    c = p.counters
+    assert (c.readings_in, c.accepted, c.deadlettered) == (4, 3, {"internal": 1})
+    assert [(d["offset"], d["reason"]) for _, d in out.deadletters] == [(1, "internal")]
+    assert sorted(out.changed) == ["a", "c", "d"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import ChainMap
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ import orjson
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from ..engine.processor import Pipeline, Processor, SiteState, StepOutput, dead_letter
+from ..engine.processor import Pipeline, Processor, SiteState, StepOutput
 from ..readings import RawMessage
 from ..settings import Settings
 from ..topics import ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
@@ -158,7 +157,7 @@ class ReadingsAgent(LoopLock):
         self.processor = Processor(pipeline, partition_of=self._partition_of)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         src = settings.topic(source)
-        rekey = f"{settings.topic_prefix}{settings.app_id}-{source}-rekey"
+        rekey = f"{settings.group_id}-{source}-rekey"
         self.sources = app.topic(src, rekey, partitions=n, internal=True, **raw)
         self.rekey_out = app.topic(rekey, partitions=n, internal=True, **raw)
         self.aggregates_out = app.topic(settings.topic(aggregates), partitions=n,
@@ -234,31 +233,7 @@ class ReadingsAgent(LoopLock):
                 self.last_seen[site] = now
 
     def _process(self, messages: list[RawMessage], now: float) -> StepOutput:
-        states = _States(self)
-        try:
-            return self.processor.step(messages, states, now)
-        except Exception:
-            log.exception("%s: a batch of %d messages failed; retrying one by one",
-                          self.kind, len(messages))
-        merged = StepOutput()
-        for m in messages:
-            try:
-                view: Mapping[str, SiteState] = ChainMap(merged.changed, dict(states))
-                o = self.processor.step([m], view, now)
-            except Exception as exc:
-                log.exception("%s: message %s:%d@%d failed", self.kind, m.topic, m.partition,
-                              m.offset)
-                c = self.processor.counters
-                c.readings_in += 1
-                c.add_dead("internal")
-                merged.deadletters.append((m.key, dead_letter(
-                    m, "internal", f"processing failed: {exc!r}"[:500], None)))
-                continue
-            merged.aggregates += o.aggregates
-            merged.deadletters += o.deadletters
-            merged.rekey += o.rekey
-            merged.changed.update(o.changed)
-        return merged
+        return self.processor.step_isolating(messages, _States(self), now)
 
     async def _idle_flush(self) -> None:
         if not tables_ready(self.app):

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import base64
 import copy
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,6 +28,8 @@ from .codec import decode_state, encode_state
 from .windows import Closed, EngineConfig, SiteWindows
 
 __all__ = ["Counters", "Pipeline", "Processor", "SiteState", "StepOutput"]
+
+log = logging.getLogger(__name__)
 
 
 class Pipeline(Protocol):
@@ -93,15 +96,31 @@ class Counters:
         """Count ``n`` dead-lettered readings with ``reason``."""
         self.deadlettered[reason] = self.deadlettered.get(reason, 0) + n
 
+    def add(self, other: Counters) -> None:
+        """Add the counts of ``other`` (one finished step) to these."""
+        self.readings_in += other.readings_in
+        self.accepted += other.accepted
+        for reason, n in other.deadlettered.items():
+            self.add_dead(reason, n)
+        self.rekeyed_messages += other.rekeyed_messages
+        self.replayed_skipped += other.replayed_skipped
+        self.windows_closed += other.windows_closed
+
 
 @dataclass
 class StepOutput:
-    """What one step produced, in the order the agent must deliver it."""
+    """What one step produced, in the order the agent must deliver it.
+
+    ``counts`` are the step's own counts; the processor adds them to its counters only
+    when the step completes, so a step that fails (and is retried message by message)
+    counts nothing.
+    """
 
     aggregates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     deadletters: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
     rekey: list[tuple[str, RawMessage]] = field(default_factory=list)
     changed: dict[str, SiteState] = field(default_factory=dict)
+    counts: Counters = field(default_factory=Counters)
 
 
 def dead_letter(m: RawMessage, reason: str, detail: str, row: int | None) -> dict[str, Any]:
@@ -136,7 +155,7 @@ class Processor:
         for rej in batch.rejected:
             site = site_of.get(rej.msg) if rej.site is not None else None
             if site is None:
-                self.counters.readings_in += 1
+                out.counts.readings_in += 1
                 self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
             elif site != "":
                 rejected_by_site.setdefault(site, []).append(rej)
@@ -155,7 +174,39 @@ class Processor:
         for site, rejs in rejected_by_site.items():
             self._site_step(site, batch.take(np.zeros(0, dtype=np.int64)), rejs, messages,
                             states, now, out)
+        self.counters.add(out.counts)
         return out
+
+    def step_isolating(self, messages: list[RawMessage], states: Mapping[str, SiteState],
+                       now: float) -> StepOutput:
+        """:meth:`step`; if it raises, each message on its own, in arrival order.
+
+        The processor never stops on input: a message whose step fails even alone is
+        dead-lettered ``internal`` and counts as one reading. The failed batch attempt
+        counts nothing (a step adds its counts only when it completes).
+        """
+        try:
+            return self.step(messages, states, now)
+        except Exception:
+            log.exception("%s: a batch of %d messages failed; retrying one by one",
+                          self.pipeline.kind, len(messages))
+        merged = StepOutput()
+        for m in messages:
+            try:
+                o = self.step([m], _Overlay(merged.changed, states), now)
+            except Exception as exc:
+                log.exception("%s: message %s:%d@%d failed", self.pipeline.kind, m.topic,
+                              m.partition, m.offset)
+                self.counters.readings_in += 1
+                self.counters.add_dead("internal")
+                merged.deadletters.append((m.key, dead_letter(
+                    m, "internal", f"processing failed: {exc!r}"[:500], None)))
+                continue
+            merged.aggregates += o.aggregates
+            merged.deadletters += o.deadletters
+            merged.rekey += o.rekey
+            merged.changed.update(o.changed)
+        return merged
 
     def flush(self, site: str, state: SiteState) -> StepOutput:
         """Close every open window of an idle site."""
@@ -164,6 +215,7 @@ class Processor:
         closed = new.windows.flush(self.pipeline.config)
         self._emit(site, closed, new, out)
         out.changed[site] = new
+        self.counters.add(out.counts)
         return out
 
     def _route(self, messages: list[RawMessage], batch: Batch,
@@ -178,11 +230,14 @@ class Processor:
                 site_of.setdefault(rej.msg, rej.site)
         if self.partition_of is None:
             return site_of
-        for i, site in list(site_of.items()):
+        # In arrival (= source offset) order: the site's partition skips any message of a
+        # source partition below one it already applied from there.
+        for i in sorted(site_of):
+            site = site_of[i]
             m = messages[i]
             if not m.forwarded and self.partition_of(site) != m.partition:
                 out.rekey.append((site, m))
-                self.counters.rekeyed_messages += 1
+                out.counts.rekeyed_messages += 1
                 site_of[i] = ""
         return site_of
 
@@ -191,17 +246,17 @@ class Processor:
                    out: StepOutput) -> None:
         old = out.changed.get(site) or states.get(site)
         new = SiteState() if old is None else old.copy()
-        fresh = self._fresh_messages(new, messages, rows, rejects)
+        fresh = self._fresh_messages(new, messages, rows, rejects, out.counts)
         for rej in rejects:
             if fresh[rej.msg]:
-                self.counters.readings_in += 1
+                out.counts.readings_in += 1
                 self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
             else:
-                self.counters.replayed_skipped += 1
+                out.counts.replayed_skipped += 1
         fresh_rows = fresh[rows.msg]
         if not fresh_rows.all():
             rows = rows.take(fresh_rows)
-        self.counters.readings_in += len(rows)
+        out.counts.readings_in += len(rows)
         res = new.windows.ingest(self.pipeline.config, rows.ts, rows.cols, now)
         for verdict, reason in ((res.future, "future"), (res.late, "late")):
             for j in np.flatnonzero(verdict):
@@ -210,15 +265,16 @@ class Processor:
                 r = int(rows.row[j])
                 self._dead(out, m, reason, detail, r if r >= 0 else None)
         ok = res.accepted
-        self.counters.accepted += int(ok.sum())
+        out.counts.accepted += int(ok.sum())
         if ok.any():
             cols = {k: v[ok] for k, v in rows.cols.items()}
             self.pipeline.on_accept(new.carry, rows.ts[ok], cols)
         self._emit(site, res.closed, new, out)
         out.changed[site] = new
 
-    def _fresh_messages(self, state: SiteState, messages: list[RawMessage], rows: Batch,
-                        rejects: list[Rejected]) -> NDArray[np.bool_]:
+    @staticmethod
+    def _fresh_messages(state: SiteState, messages: list[RawMessage], rows: Batch,
+                        rejects: list[Rejected], counts: Counters) -> NDArray[np.bool_]:
         """Which messages (mask over the batch) this site has not applied yet.
 
         Records them as applied. One Python step per message, none per row.
@@ -234,20 +290,36 @@ class Processor:
             if m.offset > applied.get(src, -1):
                 fresh[i] = True
                 applied[src] = m.offset
-        self.counters.replayed_skipped += int(rows.msg.size - np.count_nonzero(fresh[rows.msg]))
+        counts.replayed_skipped += int(rows.msg.size - np.count_nonzero(fresh[rows.msg]))
         return fresh
 
     def _emit(self, site: str, closed: list[Closed], state: SiteState, out: StepOutput) -> None:
         if not closed:
             return
-        self.counters.windows_closed += sum(c.starts.size for c in closed)
+        out.counts.windows_closed += sum(c.starts.size for c in closed)
         for rec in self.pipeline.aggregates(site, closed, state.carry):
             out.aggregates.append((site, rec))
 
     def _dead(self, out: StepOutput, m: RawMessage, reason: str, detail: str,
               row: int | None) -> None:
-        self.counters.add_dead(reason)
+        out.counts.add_dead(reason)
         out.deadletters.append((m.key, dead_letter(m, reason, detail, row)))
+
+
+class _Overlay(Mapping[str, SiteState]):
+    """``top`` over ``base``: the states a fallback's earlier messages changed first."""
+
+    def __init__(self, top: Mapping[str, SiteState], base: Mapping[str, SiteState]) -> None:
+        self.top, self.base = top, base
+
+    def __getitem__(self, site: str) -> SiteState:
+        return self.top[site] if site in self.top else self.base[site]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(set(self.top) | set(self.base))
+
+    def __len__(self) -> int:
+        return len(set(self.top) | set(self.base))
 
 
 def _by_site(batch: Batch, code: NDArray[np.int64],
