@@ -223,8 +223,9 @@ _TZS = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=
         timezone(timedelta(hours=13, minutes=45))]
 
 
-def ts_value(rng: random.Random, t: float, p_bad: float) -> tuple[Any, DEC, bool]:
-    """(ts value, verdict, future) for a reading meant for time ``t`` (in the band)."""
+def ts_value(rng: random.Random, t: float, p_bad: float, now: float) -> tuple[Any, DEC, bool]:
+    """(ts value, verdict, future) for a reading meant for time ``t`` (in the band before
+    the processor's clock ``now``)."""
     r = rng.random()
     if r >= p_bad:
         u = rng.random()
@@ -251,7 +252,7 @@ def ts_value(rng: random.Random, t: float, p_bad: float) -> tuple[Any, DEC, bool
         return rng.choice([_huge_int_text_big(rng), Raw("1e400"), Raw("-1E999"),
                            10**400, -(10**400)]), RANGE, False
     # in the future: readable, then dead-lettered ``future`` by the processor
-    return rng.choice([NOW + SKEW_S + 100 + rng.random() * 1e7, 1e300, 2**63, 2**64, 10**30,
+    return rng.choice([now + SKEW_S + 100 + rng.random() * 1e7, 1e300, 2**63, 2**64, 10**30,
                        "9999-12-31T23:59:59-23:59", 1.7976931348623157e308]), OK, True
 
 
@@ -279,10 +280,11 @@ class Row:
     future: bool = False
 
 
-def reading_row(rng: random.Random, kind: str, t: float, p_bad: float) -> Row:
+def reading_row(rng: random.Random, kind: str, t: float, p_bad: float,
+                now: float = NOW) -> Row:
     """One reading's fields with the verdict the contract gives them together."""
     row = Row()
-    v, d, fut = ts_value(rng, t, p_bad)
+    v, d, fut = ts_value(rng, t, p_bad, now)
     row.values["ts"], row.future = v, fut
     row.dec |= d
     if kind == "traffic":
@@ -333,6 +335,10 @@ class Generator:
     """One frame in this many messages has 5,000 to 50,000 rows (0: never)."""
     p_bad_row: float = 0.12
     tag: str = "fz"
+    now: float = NOW
+    """The processor's clock: valid timestamps lie in the two hours before it."""
+    max_depth: int = 100_000
+    """The deepest nesting of the unreadable messages."""
     rng: random.Random = field(init=False)
     sites: dict[str, list[str]] = field(init=False)
 
@@ -348,13 +354,13 @@ class Generator:
         total = total or n
         for i in range(start, start + n):
             k = kind or (KINDS[0] if self.rng.random() < 0.6 else KINDS[1])
-            yield self.message(k, NOW - BAND_S + BAND_S * i / total)
+            yield self.message(k, self.now - BAND_S + BAND_S * i / total)
 
     def _t(self, t: float) -> float:
         # now and then out of order, within and beyond the allowed lateness
         r = self.rng.random()
         jitter = self.rng.uniform(-20, 5) if r < 0.9 else self.rng.uniform(-900, 0)
-        return min(max(t + jitter, NOW - BAND_S), NOW - 1)
+        return min(max(t + jitter, self.now - BAND_S), self.now - 1)
 
     def _key(self, site: Any) -> bytes | None:
         r = self.rng.random()
@@ -372,9 +378,9 @@ class Generator:
             return self._frame(kind, site, t)
         if r < 0.76:  # a reading of the other kind
             other = "air" if kind == "traffic" else "traffic"
-            row = reading_row(rng, other, self._t(t), 0.0)
+            row = reading_row(rng, other, self._t(t), 0.0, self.now)
             value = enc(_obj(site, row.values)).encode()
-            return Message(kind, self._key(site), value, [Slot(None, SCHEMA)], None, "other")
+            return Message(kind, self._key(site), value, [Slot(None, SCHEMA)], site, "other")
         if r < 0.80:
             return self._bad_site(kind, t)
         if r < 0.84:
@@ -382,7 +388,7 @@ class Generator:
         return self._unreadable(kind, site, t)
 
     def _single(self, kind: str, site: str, t: float, p_bad: float) -> Message:
-        row = reading_row(self.rng, kind, self._t(t), p_bad)
+        row = reading_row(self.rng, kind, self._t(t), p_bad, self.now)
         value = enc(_obj(site, row.values)).encode()
         return Message(kind, self._key(site), value,
                        [Slot(None, frozenset(row.dec), row.future)], site, "single")
@@ -393,7 +399,7 @@ class Generator:
         if self.huge_frame_every and rng.randrange(self.huge_frame_every) == 0:
             n = rng.randint(5_000, 50_000)
         p_bad = rng.choice([0.0, 0.05, self.p_bad_row, 0.5])
-        rows = [reading_row(rng, kind, self._t(t), p_bad) for _ in range(n)]
+        rows = [reading_row(rng, kind, self._t(t), p_bad, self.now) for _ in range(n)]
         names = ["ts", *(f.name for f in (TRAFFIC_FIELDS if kind == "traffic" else AIR_FIELDS))]
         if kind == "traffic":
             names.append("class")
@@ -425,16 +431,16 @@ class Generator:
         elif c < 0.08:
             value = enc({"site_id": site, "columns": rng.choice(
                 [[1, 2], "ts", None, 3, Raw("NaN"), [[1], [2]]])}).encode()
-            return Message(kind, self._key(site), value, [Slot(None, SCHEMA)], None, "frame-bad")
+            return Message(kind, self._key(site), value, [Slot(None, SCHEMA)], site, "frame-bad")
         value = enc({"site_id": site, "columns": columns}).encode()
         if whole is not None:
-            return Message(kind, self._key(site), value, [Slot(None, whole)], None, "frame-bad")
+            return Message(kind, self._key(site), value, [Slot(None, whole)], site, "frame-bad")
         return Message(kind, self._key(site), value, slots, site, "frame")
 
     def _bad_site(self, kind: str, t: float) -> Message:
         rng = self.rng
         bad = rng.choice(BAD_SITES)
-        row = reading_row(rng, kind, self._t(t), 0.0)
+        row = reading_row(rng, kind, self._t(t), 0.0, self.now)
         if rng.random() < 0.3:
             body: Any = {"site_id": bad, "columns": {k: [v] for k, v in row.values.items()
                                                       if v is not MISSING}}
@@ -448,7 +454,7 @@ class Generator:
     def _odd_but_valid(self, kind: str, site: str, t: float) -> Message:
         """Valid readings in unusual clothes: repeated keys, extras, whitespace, escapes."""
         rng = self.rng
-        row = reading_row(rng, kind, self._t(t), 0.0)
+        row = reading_row(rng, kind, self._t(t), 0.0, self.now)
         obj = _obj(site, row.values)
         c = rng.randrange(5)
         if c == 0:  # a repeated key: the last one counts, as in orjson and Python's json
@@ -476,7 +482,7 @@ class Generator:
 
     def _unreadable(self, kind: str, site: str, t: float) -> Message:
         rng = self.rng
-        good = enc(_obj(site, reading_row(rng, kind, self._t(t), 0.0).values)).encode()
+        good = enc(_obj(site, reading_row(rng, kind, self._t(t), 0.0, self.now).values)).encode()
         c = rng.randrange(11)
         dec = DECODE
         if c == 0:
@@ -495,10 +501,10 @@ class Generator:
         elif c == 4:
             value = good[: rng.randint(1, max(1, len(good) - 1))]  # truncated
         elif c == 5:
-            depth = rng.choice([1025, 5000, 100_000])
+            depth = min(rng.choice([1025, 5000, 100_000]), self.max_depth)
             value = b"[" * depth + b"]" * depth if rng.random() < 0.7 else b"[" * depth
         elif c == 6:  # deep nesting inside a field
-            depth = rng.choice([1100, 20_000])
+            depth = min(rng.choice([1100, 20_000]), self.max_depth)
             value = good[:-1] + b', "lane": ' + b"[" * depth + b"]" * depth + b"}"
         elif c == 7:  # JSON, but not an object
             value = rng.choice([b"[1, 2]", b'"A13"', b"7", b"null", b"true", b"[]", b"[{}]",
@@ -547,8 +553,13 @@ class Ledger:
         self.must_dead += sum(1 for s in m.slots if "ok" not in s.allowed()
                               and "late" not in s.allowed())
 
-    def check_dead(self, key: bytes | None, rec: Mapping[str, Any]) -> None:
-        """One dead-letter record against the contract (§1) and the message it names."""
+    def check_dead(self, key: bytes | None, rec: Mapping[str, Any],
+                   rekeyed: bool = False) -> None:
+        """One dead-letter record against the contract (§1) and the message it names.
+
+        With ``rekeyed``, a message re-keyed to its site's partition may come back keyed
+        by its site_id: its dead letter then carries that key, not the original one.
+        """
         assert set(rec) == {"reason", "detail", "topic", "partition", "offset", "row",
                             "value_b64"}, rec
         reason = rec["reason"]
@@ -565,7 +576,8 @@ class Ledger:
             f"{reason!r} for a reading that may only be {sorted(slot.allowed())}: "
             f"{m.what} row {row} {rec['detail']!r} {m.value!r}"[:1500])
         assert base64.b64decode(rec["value_b64"]) == (m.value or b""), where
-        assert key == m.key, (key, m.key)
+        assert key == m.key or (rekeyed and m.site is not None and
+                                key == m.site.encode()), (key, m.key, m.site)
         ident = (*where, row)
         assert ident not in self.seen, f"dead-lettered twice: {ident}"
         self.seen.add(ident)

@@ -101,12 +101,7 @@ def check_out(out: StepOutput, ledger: Ledger, rekeyed: bool = False) -> None:
     """Dead letters against the ledger; every output serialisable as the agent sends it."""
     for key, rec in out.deadletters:
         orjson.dumps(rec)
-        if rekeyed and key is not None and key != ledger.sent[
-                (rec["topic"], rec["partition"], rec["offset"])].key:
-            # A message re-keyed to its site's partition comes back keyed by its site_id:
-            # its dead letter carries that key, not the original one (see the report).
-            key = ledger.sent[(rec["topic"], rec["partition"], rec["offset"])].key
-        ledger.check_dead(key, rec)
+        ledger.check_dead(key, rec, rekeyed)
     for _, rec in out.aggregates:
         orjson.dumps(rec)
 
