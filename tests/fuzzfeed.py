@@ -332,7 +332,7 @@ class Generator:
     n_sites: int = 60
     max_frame: int = 40
     huge_frame_every: int = 0
-    """One frame in this many messages has 5,000 to 50,000 rows (0: never)."""
+    """One frame in this many messages has 5,000 to 15,000 rows (0: never)."""
     p_bad_row: float = 0.12
     tag: str = "fz"
     now: float = NOW
@@ -396,9 +396,11 @@ class Generator:
     def _frame(self, kind: str, site: str, t: float) -> Message:
         rng = self.rng
         n = rng.randint(0, self.max_frame) if rng.random() < 0.9 else rng.randint(0, 3)
-        if self.huge_frame_every and rng.randrange(self.huge_frame_every) == 0:
-            n = rng.randint(5_000, 50_000)
         p_bad = rng.choice([0.0, 0.05, self.p_bad_row, 0.5])
+        if self.huge_frame_every and rng.randrange(self.huge_frame_every) == 0:
+            # Each bad row's dead letter carries the whole frame's bytes: keep them few
+            # (a frame with thousands of bad rows makes gigabytes of dead letters).
+            n, p_bad = rng.randint(5_000, 15_000), 0.0005
         rows = [reading_row(rng, kind, self._t(t), p_bad, self.now) for _ in range(n)]
         names = ["ts", *(f.name for f in (TRAFFIC_FIELDS if kind == "traffic" else AIR_FIELDS))]
         if kind == "traffic":
