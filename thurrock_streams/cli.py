@@ -2,7 +2,8 @@
 
 ``thurrock-streams worker --web-port 6066 --loglevel info`` runs the processor and
 takes every Faust worker option; ``thurrock-streams stack up|down|status`` manages the
-local stack of real servers (Tansu and VictoriaMetrics).
+local stack of real servers (Tansu and VictoriaMetrics); ``thurrock-streams topics
+[--apply]`` shows (and applies) the production topic plan.
 """
 
 from __future__ import annotations
@@ -83,16 +84,18 @@ def _existing_partitions(settings: Settings) -> int | None:
 
 
 def _kafka_python_security(s: Settings) -> dict[str, object]:
-    if s.kafka_security_protocol == "PLAINTEXT":
-        return {}
-    opts: dict[str, object] = {"security_protocol": s.kafka_security_protocol}
-    if s.kafka_ssl_cafile:
-        opts["ssl_cafile"] = s.kafka_ssl_cafile
-    if s.kafka_security_protocol.startswith("SASL"):
-        opts.update(sasl_mechanism=s.kafka_sasl_mechanism,
-                    sasl_plain_username=s.kafka_sasl_username,
-                    sasl_plain_password=s.kafka_sasl_password.get())
-    return opts
+    from .adapters.kafka import kafka_python_options
+
+    return kafka_python_options(s)
+
+
+def check_tls(settings: Settings) -> None:
+    """Raise SettingsError for Kafka or InfluxDB security settings that cannot work."""
+    from .adapters.influx import tls_options
+    from .adapters.kafka import ssl_context
+
+    ssl_context(settings)
+    tls_options(settings)
 
 
 def _rules(args: list[str]) -> int:
@@ -127,11 +130,16 @@ def main(argv: list[str] | None = None) -> int | None:
         return watch(args[1:])
     if args[:1] == ["rules"]:
         return _rules(args[1:])
+    if args[:1] == ["topics"]:
+        from .topicplan import main as topics
+
+        return topics(args[1:])
     try:
         settings = Settings.from_env()
         from .alerts.rules import load_rules
 
         load_rules(settings.alert_rules_file or None)  # a bad rules file stops here, clearly
+        check_tls(settings)  # so do a bad CA file and missing SASL credentials
         if args[:1] == ["worker"]:
             existing = _existing_partitions(settings)
             if existing and existing != settings.topic_partitions:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from ..readings import Batch, Kind, RawMessage, Rejected, decode_batch
+from ..readings import Batch, Heartbeat, Kind, RawMessage, Rejected, decode_batch
 from .codec import decode_state, encode_state
 from .windows import Closed, EngineConfig, SiteWindows
 
@@ -41,6 +41,10 @@ class Pipeline(Protocol):
     def on_accept(self, carry: dict[str, Any], ts: NDArray[np.float64],
                   cols: dict[str, NDArray[Any]]) -> None:
         """See the readings a site accepted in a step (before its windows are aggregated)."""
+        ...
+
+    def on_heartbeat(self, carry: dict[str, Any], ts: float) -> None:
+        """See a heartbeat that raised the site's watermark to ``ts``."""
         ...
 
     def aggregates(self, site: str, closed: list[Closed],
@@ -82,7 +86,9 @@ class Counters:
     ``readings_in`` = ``accepted`` + sum of ``deadlettered``, where a message that cannot
     be read at all counts as one reading. Messages re-keyed to their site's partition
     are counted where they are processed; replays of already-applied messages are
-    counted in ``replayed_skipped`` only.
+    counted in ``replayed_skipped`` only. Heartbeats are no readings (CONTRACT.md §3):
+    ``heartbeats_in`` = ``heartbeats`` (applied, including those that changed nothing)
+    + sum of ``heartbeats_deadlettered``.
     """
 
     readings_in: int = 0
@@ -91,6 +97,9 @@ class Counters:
     rekeyed_messages: int = 0
     replayed_skipped: int = 0
     windows_closed: int = 0
+    heartbeats_in: int = 0
+    heartbeats: int = 0
+    heartbeats_deadlettered: dict[str, int] = field(default_factory=dict)
 
     def add_dead(self, reason: str, n: int = 1) -> None:
         """Count ``n`` dead-lettered readings with ``reason``."""
@@ -105,6 +114,11 @@ class Counters:
         self.rekeyed_messages += other.rekeyed_messages
         self.replayed_skipped += other.replayed_skipped
         self.windows_closed += other.windows_closed
+        self.heartbeats_in += other.heartbeats_in
+        self.heartbeats += other.heartbeats
+        for reason, n in other.heartbeats_deadlettered.items():
+            self.heartbeats_deadlettered[reason] = (
+                self.heartbeats_deadlettered.get(reason, 0) + n)
 
 
 @dataclass
@@ -159,6 +173,10 @@ class Processor:
                 self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
             elif site != "":
                 rejected_by_site.setdefault(site, []).append(rej)
+        beats_by_site: dict[str, list[Heartbeat]] = {}
+        for hb in batch.heartbeats:
+            if site_of.get(hb.msg):
+                beats_by_site.setdefault(hb.site, []).append(hb)
         # Per message, not per row: which messages are processed here, and their site.
         code_of: dict[str, int] = {}
         msg_code = np.full(len(messages), -1, dtype=np.int64)
@@ -168,12 +186,13 @@ class Processor:
         row_code = msg_code[batch.msg]
         keep = row_code >= 0
         batch = batch.take(keep)
+        no_rows = batch.take(np.zeros(0, dtype=np.int64))
         for site, rows in _by_site(batch, row_code[keep], list(code_of)):
-            self._site_step(site, rows, rejected_by_site.pop(site, []), messages, states,
-                            now, out)
-        for site, rejs in rejected_by_site.items():
-            self._site_step(site, batch.take(np.zeros(0, dtype=np.int64)), rejs, messages,
-                            states, now, out)
+            self._site_step(site, rows, rejected_by_site.pop(site, []),
+                            beats_by_site.pop(site, []), messages, states, now, out)
+        for site in sorted(set(rejected_by_site) | set(beats_by_site)):
+            self._site_step(site, no_rows, rejected_by_site.get(site, []),
+                            beats_by_site.get(site, []), messages, states, now, out)
         self.counters.add(out.counts)
         return out
 
@@ -208,11 +227,16 @@ class Processor:
             merged.changed.update(o.changed)
         return merged
 
-    def flush(self, site: str, state: SiteState) -> StepOutput:
-        """Close every open window of an idle site."""
+    def run_on(self, site: str, state: SiteState, watermark: float) -> StepOutput:
+        """Close the windows a quiet site's running ``watermark`` passed (CONTRACT.md §3).
+
+        Nothing changes (no state to store) unless a window closes.
+        """
         out = StepOutput()
+        if not state.windows.closes_at(self.pipeline.config, watermark):
+            return out
         new = state.copy()
-        closed = new.windows.flush(self.pipeline.config)
+        closed = new.windows.run_on(self.pipeline.config, watermark)
         self._emit(site, closed, new, out)
         out.changed[site] = new
         self.counters.add(out.counts)
@@ -228,6 +252,8 @@ class Processor:
         for rej in batch.rejected:
             if rej.site is not None:
                 site_of.setdefault(rej.msg, rej.site)
+        for hb in batch.heartbeats:
+            site_of[hb.msg] = hb.site
         if self.partition_of is None:
             return site_of
         # In arrival (= source offset) order: the site's partition skips any message of a
@@ -242,21 +268,40 @@ class Processor:
         return site_of
 
     def _site_step(self, site: str, rows: Batch, rejects: list[Rejected],
-                   messages: list[RawMessage], states: Mapping[str, SiteState], now: float,
-                   out: StepOutput) -> None:
+                   beats: list[Heartbeat], messages: list[RawMessage],
+                   states: Mapping[str, SiteState], now: float, out: StepOutput) -> None:
         old = out.changed.get(site) or states.get(site)
         new = SiteState() if old is None else old.copy()
-        fresh = self._fresh_messages(new, messages, rows, rejects, out.counts)
+        fresh = self._fresh_messages(new, messages, rows, rejects, beats, out.counts)
         for rej in rejects:
-            if fresh[rej.msg]:
+            if not fresh[rej.msg]:
+                out.counts.replayed_skipped += 1
+            elif rej.heartbeat:
+                self._dead_beat(out, messages[rej.msg], rej.reason, rej.detail)
+            else:
                 out.counts.readings_in += 1
                 self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
-            else:
-                out.counts.replayed_skipped += 1
         fresh_rows = fresh[rows.msg]
         if not fresh_rows.all():
             rows = rows.take(fresh_rows)
+        beats = [b for b in beats if fresh[b.msg]]
+        if not beats:
+            self._ingest(site, rows, new, messages, now, out)
+        else:  # readings and heartbeats in arrival order
+            cuts = np.searchsorted(rows.msg, [b.msg for b in beats]).tolist()
+            start = 0
+            for b, cut in zip(beats, cuts, strict=True):
+                self._ingest(site, rows.take(np.arange(start, cut)), new, messages, now, out)
+                self._beat(site, b, new, messages[b.msg], now, out)
+                start = cut
+            self._ingest(site, rows.take(np.arange(start, len(rows))), new, messages, now, out)
+        out.changed[site] = new
+
+    def _ingest(self, site: str, rows: Batch, new: SiteState, messages: list[RawMessage],
+                now: float, out: StepOutput) -> None:
         out.counts.readings_in += len(rows)
+        if not len(rows):
+            return
         res = new.windows.ingest(self.pipeline.config, rows.ts, rows.cols, now)
         for verdict, reason in ((res.future, "future"), (res.late, "late")):
             for j in np.flatnonzero(verdict):
@@ -270,18 +315,30 @@ class Processor:
             cols = {k: v[ok] for k, v in rows.cols.items()}
             self.pipeline.on_accept(new.carry, rows.ts[ok], cols)
         self._emit(site, res.closed, new, out)
-        out.changed[site] = new
+
+    def _beat(self, site: str, b: Heartbeat, new: SiteState, m: RawMessage, now: float,
+              out: StepOutput) -> None:
+        future, closed = new.windows.heartbeat(self.pipeline.config, b.ts, now)
+        if future:
+            self._dead_beat(out, m, "future", _time_detail("future", b.ts, new.windows, now))
+            return
+        out.counts.heartbeats_in += 1
+        out.counts.heartbeats += 1
+        if new.windows.watermark == b.ts:
+            self.pipeline.on_heartbeat(new.carry, b.ts)
+        self._emit(site, closed, new, out)
 
     @staticmethod
     def _fresh_messages(state: SiteState, messages: list[RawMessage], rows: Batch,
-                        rejects: list[Rejected], counts: Counters) -> NDArray[np.bool_]:
+                        rejects: list[Rejected], beats: list[Heartbeat],
+                        counts: Counters) -> NDArray[np.bool_]:
         """Which messages (mask over the batch) this site has not applied yet.
 
         Records them as applied. One Python step per message, none per row.
         """
         idx = np.unique(rows.msg).tolist()
-        if rejects:
-            idx = sorted(set(idx) | {r.msg for r in rejects})
+        if rejects or beats:
+            idx = sorted(set(idx) | {r.msg for r in rejects} | {b.msg for b in beats})
         fresh = np.zeros(len(messages), dtype=np.bool_)
         applied = state.applied
         for i in idx:
@@ -291,6 +348,7 @@ class Processor:
                 fresh[i] = True
                 applied[src] = m.offset
         counts.replayed_skipped += int(rows.msg.size - np.count_nonzero(fresh[rows.msg]))
+        counts.replayed_skipped += sum(not fresh[b.msg] for b in beats)
         return fresh
 
     def _emit(self, site: str, closed: list[Closed], state: SiteState, out: StepOutput) -> None:
@@ -304,6 +362,12 @@ class Processor:
               row: int | None) -> None:
         out.counts.add_dead(reason)
         out.deadletters.append((m.key, dead_letter(m, reason, detail, row)))
+
+    def _dead_beat(self, out: StepOutput, m: RawMessage, reason: str, detail: str) -> None:
+        c = out.counts
+        c.heartbeats_in += 1
+        c.heartbeats_deadlettered[reason] = c.heartbeats_deadlettered.get(reason, 0) + 1
+        out.deadletters.append((m.key, dead_letter(m, reason, detail, None)))
 
 
 class _Overlay(Mapping[str, SiteState]):
