@@ -20,7 +20,7 @@ FUZZ_MESSAGES ?= 1000000
 FUZZ_SEED ?= 20261201
 fuzz:  ## Fuzz decode and the processor: 10^6 hostile messages (FUZZ_MESSAGES=, FUZZ_SEED=)
 	@scripts/bootstrap && FUZZ_MESSAGES=$(FUZZ_MESSAGES) FUZZ_SEED=$(FUZZ_SEED) \
-		.venv/bin/pytest -p no:cacheprovider --timeout=0 -q tests/unit/test_fuzz.py
+		.venv/bin/pytest -p no:cacheprovider --timeout=0 -v --durations=0 tests/unit/test_fuzz.py
 
 lint:  ## ruff
 	@scripts/bootstrap && .venv/bin/ruff check .
