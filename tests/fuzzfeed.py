@@ -119,6 +119,16 @@ class Message:
     site: str | None = None
     """The site_id it is read as, when valid (for routing by partition)."""
     what: str = ""
+    heartbeat: DEC | None = None
+    """For a heartbeat (no reading, CONTRACT.md §3): its dead-letter reasons (empty: valid)."""
+    hb_future: bool = False
+
+    def hb_allowed(self) -> DEC:
+        """What may become of a heartbeat: applied ('ok') or dead-lettered."""
+        assert self.heartbeat is not None
+        if self.heartbeat:
+            return self.heartbeat
+        return frozenset({"future"}) if self.hb_future else frozenset({"ok"})
 
 
 # -- sites --------------------------------------------------------------------------------
@@ -385,7 +395,27 @@ class Generator:
             return self._bad_site(kind, t)
         if r < 0.84:
             return self._odd_but_valid(kind, site, t)
+        if r < 0.87:
+            return self._heartbeat(kind, site, t)
         return self._unreadable(kind, site, t)
+
+    def _heartbeat(self, kind: str, site: str, t: float) -> Message:
+        """A heartbeat, valid or not: counted apart from readings (CONTRACT.md §3)."""
+        rng = self.rng
+        ts, d, future = ts_value(rng, self._t(t), 0.4, self.now)
+        obj: dict[str, Any] = {"site_id": site, "ts": ts, "heartbeat": True}
+        dec = set(d)
+        c = rng.randrange(6)
+        if c == 0:
+            obj["heartbeat"] = rng.choice([False, 1, "true", None, Raw("NaN")])
+            dec.add("schema")
+        elif c == 1:  # reading fields: not a heartbeat's
+            obj[rng.choice(["lane", "speed_kph", "no2_ugm3", "columns", "extra"])] = 1
+            dec.add("schema")
+        items = [(k, v) for k, v in obj.items() if v is not MISSING]
+        rng.shuffle(items)
+        return Message(kind, self._key(site), enc(Pairs(items)).encode(), [], site,
+                       "heartbeat", frozenset(dec), future and not dec)
 
     def _single(self, kind: str, site: str, t: float, p_bad: float) -> Message:
         row = reading_row(self.rng, kind, self._t(t), p_bad, self.now)
@@ -547,13 +577,13 @@ class Ledger:
     readings: int = 0
     seen: set[tuple[str, int, int, int | None]] = field(default_factory=set)
     dead_by_reason: dict[str, int] = field(default_factory=dict)
-    must_dead: int = 0
+    heartbeats: int = 0
+    hb_dead_by_reason: dict[str, int] = field(default_factory=dict)
 
     def add(self, topic: str, partition: int, offset: int, m: Message) -> None:
         self.sent[(topic, partition, offset)] = m
         self.readings += len(m.slots)
-        self.must_dead += sum(1 for s in m.slots if "ok" not in s.allowed()
-                              and "late" not in s.allowed())
+        self.heartbeats += m.heartbeat is not None
 
     def check_dead(self, key: bytes | None, rec: Mapping[str, Any],
                    rekeyed: bool = False) -> None:
@@ -572,23 +602,32 @@ class Ledger:
         assert m is not None, f"dead letter for a message never sent: {rec}"[:500]
         row = rec["row"]
         assert row is None or (type(row) is int and row >= 0), rec
-        slot = next((s for s in m.slots if s.row == row), None)
-        assert slot is not None, f"no such reading {row!r} in {m.what} {m.value!r}"[:800]
-        assert reason in slot.allowed(), (
-            f"{reason!r} for a reading that may only be {sorted(slot.allowed())}: "
-            f"{m.what} row {row} {rec['detail']!r} {m.value!r}"[:1500])
+        if m.heartbeat is not None:
+            assert row is None and reason in m.hb_allowed(), (
+                f"{reason!r} for a heartbeat that may only be {sorted(m.hb_allowed())}: "
+                f"{rec['detail']!r} {m.value!r}"[:1500])
+            self.hb_dead_by_reason[reason] = self.hb_dead_by_reason.get(reason, 0) + 1
+        else:
+            slot = next((s for s in m.slots if s.row == row), None)
+            assert slot is not None, f"no such reading {row!r} in {m.what} {m.value!r}"[:800]
+            assert reason in slot.allowed(), (
+                f"{reason!r} for a reading that may only be {sorted(slot.allowed())}: "
+                f"{m.what} row {row} {rec['detail']!r} {m.value!r}"[:1500])
+            self.dead_by_reason[reason] = self.dead_by_reason.get(reason, 0) + 1
         assert base64.b64decode(rec["value_b64"]) == (m.value or b""), where
         assert key == m.key or (rekeyed and m.site is not None and
                                 key == m.site.encode()), (key, m.key, m.site)
         ident = (*where, row)
         assert ident not in self.seen, f"dead-lettered twice: {ident}"
         self.seen.add(ident)
-        self.dead_by_reason[reason] = self.dead_by_reason.get(reason, 0) + 1
 
     def check_complete(self) -> None:
         """Every reading that must be dead-lettered was."""
         missing = []
         for (topic, p, o), m in self.sent.items():
+            if m.heartbeat is not None and "ok" not in m.hb_allowed() and \
+                    (topic, p, o, None) not in self.seen:
+                missing.append((topic, p, o, None, sorted(m.hb_allowed()), m.what))
             for s in m.slots:
                 allowed = s.allowed()
                 if "ok" not in allowed and "late" not in allowed and \

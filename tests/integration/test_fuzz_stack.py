@@ -2,9 +2,10 @@
 
 The messages and what each must come to come from tests/fuzzfeed.py (seeded), the same
 generator as the in-process fuzz runs; a quarter have a missing or wrong key, so many go
-through the re-key topic. The worker's ``/counters`` must match what was sent exactly,
-and the dead-letter topic must hold exactly one well-formed record per dead-lettered
-reading (the store sink's own ``sink`` records aside).
+through the re-key topic. The worker's ``/counters`` must match what was sent exactly
+(readings, and heartbeats apart), and the dead-letter topic must hold exactly one
+well-formed record per dead-lettered reading or heartbeat (the store sink's own ``sink``
+records aside).
 """
 
 from __future__ import annotations
@@ -56,23 +57,26 @@ def test_fuzz_feed_on_the_real_stack(stack: StackConfig, prefix: str,
         assert c["readings_in"] == expect[k], k
         assert c["readings_in"] == c["accepted"] + sum(c["deadlettered"].values()), k
         assert "internal" not in c["deadlettered"], k
+        assert c["heartbeats_in"] == ledgers[k].heartbeats, k
+        assert c["heartbeats_in"] == c["heartbeats"] + sum(
+            c["heartbeats_deadlettered"].values()), k
     assert all(counters[k]["rekeyed_messages"] > 0 for k in KINDS)
 
-    want = sum(sum(counters[k]["deadlettered"].values()) for k in KINDS)
+    want = sum(sum(counters[k]["deadlettered"].values()) +
+               sum(counters[k]["heartbeats_deadlettered"].values()) for k in KINDS)
     t_counted = time.monotonic()
     records = read_dead_letters(stack, f"{prefix}readings.deadletter", want, timeout=60)
     print(f"fuzz on the stack: {expect} readings sent and counted in "
           f"{t_counted - t_sent:.1f} s, {len(records)} dead letters read in "
           f"{time.monotonic() - t_counted:.1f} s")
     assert len(records) == want
-    by_kind: dict[str, dict[str, int]] = {k: {} for k in KINDS}
     for key, rec in records:
         kind = rec["topic"][len(prefix):].split(".")[0]
         ledgers[kind].check_dead(key, rec, rekeyed=True)
-        by_kind[kind][rec["reason"]] = by_kind[kind].get(rec["reason"], 0) + 1
     for k in KINDS:
         ledgers[k].check_complete()
-        assert by_kind[k] == counters[k]["deadlettered"], k
+        assert ledgers[k].dead_by_reason == counters[k]["deadlettered"], k
+        assert ledgers[k].hb_dead_by_reason == counters[k]["heartbeats_deadlettered"], k
 
 
 def read_dead_letters(stack: StackConfig, topic: str, want: int,

@@ -95,6 +95,10 @@ def check_counters(p: Processor, ledger: Ledger) -> None:
     assert c.readings_in == c.accepted + sum(c.deadlettered.values())
     assert c.deadlettered == {r: n for r, n in ledger.dead_by_reason.items() if n}
     assert c.replayed_skipped == 0
+    # heartbeats are not readings: counted apart, with the same exactness
+    assert c.heartbeats_in == ledger.heartbeats
+    assert c.heartbeats_in == c.heartbeats + sum(c.heartbeats_deadlettered.values())
+    assert c.heartbeats_deadlettered == {r: n for r, n in ledger.hb_dead_by_reason.items()}
 
 
 def check_out(out: StepOutput, ledger: Ledger, rekeyed: bool = False) -> None:
@@ -121,7 +125,15 @@ def test_decode_fuzz_gives_each_reading_its_verdict() -> None:
             rejected = {(r.msg, -1 if r.row is None else r.row): r.reason for r in b.rejected}
             assert len(rejected) == len(b.rejected), "a reading rejected twice"
             assert not accepted & set(rejected)
+            beats = {h.msg for h in b.heartbeats}
             for i, m in enumerate(msgs):
+                if m.heartbeat is not None:
+                    if m.heartbeat:
+                        assert rejected.pop((i, -1)) in m.heartbeat, (m.heartbeat, m.value)
+                    else:
+                        assert i in beats, m.value
+                        beats.discard(i)
+                    continue
                 for s in m.slots:
                     where = (i, -1 if s.row is None else s.row)
                     if s.dec:
@@ -131,7 +143,7 @@ def test_decode_fuzz_gives_each_reading_its_verdict() -> None:
                         assert where in accepted, (m.what, s, m.value)
                         accepted.discard(where)
                 total += len(m.slots)
-            assert not accepted and not rejected, (accepted, rejected)
+            assert not accepted and not rejected and not beats, (accepted, rejected, beats)
     assert total > MESSAGES
 
 
@@ -162,7 +174,9 @@ def test_processor_fuzz_accounts_for_every_reading(kind: str) -> None:
         ledger.check_complete()
         check_counters(p, ledger)
         ledger.forget()
-    assert p.counters.accepted > 0 and p.counters.windows_closed > 0
+    c = p.counters
+    assert c.accepted > 0 and c.windows_closed > 0
+    assert c.heartbeats > 0 and c.heartbeats_deadlettered.get("schema", 0) > 0
 
 
 # -- the processor with re-keying: source partitions and the re-key topic interleaved ----------
@@ -223,6 +237,9 @@ class FlakyPipeline:
             self.failed += 1
             raise RuntimeError("injected failure in the middle of a step")
         self.inner.on_accept(carry, ts, cols)
+
+    def on_heartbeat(self, carry: dict[str, Any], ts: float) -> None:
+        self.inner.on_heartbeat(carry, ts)
 
     def aggregates(self, site: str, closed: list[Any], carry: dict[str, Any]) -> Any:
         return self.inner.aggregates(site, closed, carry)
