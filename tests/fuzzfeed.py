@@ -30,9 +30,27 @@ from typing import Any
 
 import orjson
 
-from thurrock_streams.readings import AIR_FIELDS, POLLUTANT_FIELDS, TRAFFIC_CLASSES, TRAFFIC_FIELDS
-
 KINDS = ("traffic", "air")
+
+
+@dataclass(frozen=True)
+class F:
+    """A numeric field's rule, from CONTRACT.md §2 (written here, not read from the code)."""
+
+    name: str
+    lo: int
+    hi: int
+    required: bool = False
+    lo_open: bool = False
+    integer: bool = False
+
+
+TRAFFIC_FIELDS = (F("lane", 1, 8, required=True, integer=True),
+                  F("speed_kph", 0, 250, required=True), F("length_m", 0, 30, lo_open=True))
+TRAFFIC_CLASSES = ("car", "lgv", "hgv", "bus", "motorcycle", "other")
+POLLUTANT_FIELDS = ("no2_ugm3", "o3_ugm3", "so2_ugm3", "pm25_ugm3", "pm10_ugm3", "co_mgm3")
+AIR_FIELDS = (*(F(n, 0, 5000) for n in POLLUTANT_FIELDS[:5]), F("co_mgm3", 0, 200),
+              F("temperature_c", -50, 60), F("humidity_pct", 0, 100))
 REASONS = frozenset({"decode", "schema", "range", "future", "late"})
 #: The processor's clock in the in-process runs, and the band of valid timestamps.
 NOW = 1_800_000_000.0

@@ -29,17 +29,12 @@ from thurrock_streams.agents.readings import ReadingsAgent
 from thurrock_streams.air import AirPipeline
 from thurrock_streams.engine.processor import Pipeline, Processor, SiteState, StepOutput
 from thurrock_streams.engine.windows import EngineConfig
-from thurrock_streams.readings import (
-    AIR_FIELDS,
-    TRAFFIC_CLASSES,
-    TRAFFIC_FIELDS,
-    RawMessage,
-    decode_batch,
-)
+from thurrock_streams.readings import RawMessage, decode_batch
 from thurrock_streams.registry import Registry
 from thurrock_streams.traffic import TrafficPipeline
 
 from ..fuzzfeed import (
+    AIR_FIELDS,
     KINDS,
     LATENESS_S,
     MISSING,
@@ -47,6 +42,8 @@ from ..fuzzfeed import (
     RANGE,
     SCHEMA,
     SKEW_S,
+    TRAFFIC_CLASSES,
+    TRAFFIC_FIELDS,
     Generator,
     Ledger,
     _number_verdict,
