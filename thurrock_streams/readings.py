@@ -8,7 +8,7 @@ bytes. Rows that break a rule come back as :class:`Rejected` with the dead-lette
 - ``decode``: the bytes are not UTF-8 JSON (or the message is empty);
 - ``schema``: not an object, a missing or mistyped field, a bad site_id, unequal frame
   columns, a class outside the closed set, an air sample with no pollutant;
-- ``range``: a number outside its range, NaN or infinity.
+- ``range``: a number outside its range, NaN or infinity, an integer beyond a float.
 
 Event-time rules (``future``, ``late``) are applied afterwards by the window engine.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
@@ -143,13 +144,41 @@ class Batch:
                      {k: v[index] for k, v in self.cols.items()})
 
 
+#: Digits beyond which an integer is past float64 (about 1.8e308) whatever its value.
+_FLOAT_DIGITS = 310
+
+
+def _json_int(text: str) -> int | float:
+    """An integer literal of the fallback parser: a Python int when a float can hold it,
+    else signed infinity, so that the range check dead-letters its row alone. (Python's
+    own ``int(text)`` refuses more than 4300 digits, which would fail the whole message.)
+    """
+    if len(text) < 20:  # within int64: the common case
+        return int(text)
+    if len(text) <= _FLOAT_DIGITS:
+        v = int(text)
+        try:
+            float(v)
+        except OverflowError:
+            pass
+        else:
+            return v
+    return -math.inf if text.startswith("-") else math.inf
+
+
 def _loads(value: bytes) -> Any:
+    """Parse JSON; raise ValueError (or UnicodeDecodeError) for what cannot be read."""
     try:
         return orjson.loads(value)
     except orjson.JSONDecodeError:
-        # Python's parser also reads NaN/Infinity literals, so such a row can be
-        # dead-lettered alone (reason ``range``) instead of its whole frame.
-        return json.loads(value.decode("utf-8"))
+        # Python's parser also reads NaN/Infinity literals and numbers beyond a float,
+        # so such a row can be dead-lettered alone (reason ``range``) instead of its
+        # whole frame. orjson stops at 1024 levels of nesting; Python's parser then
+        # raises RecursionError, which is a message that cannot be read, not a crash.
+        try:
+            return json.loads(value.decode("utf-8"), parse_int=_json_int)
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
 
 
 def _site_error(site: Any) -> str | None:
@@ -166,7 +195,7 @@ def _parse_ts(v: Any) -> float | None:
     """Return epoch seconds for a number or an ISO-8601 string with an offset, else None."""
     t = type(v)
     if t is float or t is int:
-        return float(v)
+        return _float(v)  # an int beyond a float is infinite: out of range, not mistyped
     if t is str:
         try:
             dt = datetime.fromisoformat(v)
@@ -281,16 +310,25 @@ def _numeric(values: list[Any]) -> tuple[NDArray[np.float64], NDArray[np.bool_],
     n = len(values)
     types = set(map(type, values))
     if types <= _NUMBER_TYPES:
-        return (np.array(values, dtype=np.float64), np.ones(n, dtype=np.bool_),
-                np.zeros(n, dtype=np.bool_))
-    if types <= _NONE_TYPE:  # an optional column nobody sent
+        with suppress(OverflowError):  # an int beyond a float: value by value, below
+            return (np.array(values, dtype=np.float64), np.ones(n, dtype=np.bool_),
+                    np.zeros(n, dtype=np.bool_))
+    elif types <= _NONE_TYPE:  # an optional column nobody sent
         return np.full(n, np.nan), np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)
     kinds = np.fromiter(
         (0 if v is None else 1 if (type(v) is float or type(v) is int) else 2 for v in values),
         dtype=np.int8, count=len(values))
-    arr = np.array([v if type(v) is float or type(v) is int else np.nan for v in values],
-                   dtype=np.float64)
+    arr = np.array([_float(v) if type(v) is float or type(v) is int else np.nan
+                    for v in values], dtype=np.float64)
     return arr, kinds == 1, kinds == 2
+
+
+def _float(v: float) -> float:
+    """``float(v)``, with signed infinity for an int beyond a float (out of range)."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
 
 
 def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[str, NDArray[Any]]]:
@@ -307,24 +345,28 @@ def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[st
         reason[new] = code
 
     raw_ts = g.cols["ts"]
+    ts: NDArray[np.float64] | None = None
+    missing_ts = unreadable = np.zeros(n, dtype=np.bool_)
     if set(map(type, raw_ts)) <= _NUMBER_TYPES:  # epoch seconds throughout: no Python loop
-        ts = np.array(raw_ts, dtype=np.float64)
-        missing_ts = np.zeros(n, dtype=np.bool_)
-    else:
-        ts = np.array([_parse_ts(v) if v is not None else np.nan for v in raw_ts],
-                      dtype=np.float64)
+        with suppress(OverflowError):  # an int beyond a float: value by value, below
+            ts = np.array(raw_ts, dtype=np.float64)
+    if ts is None:
+        parsed = list(map(_parse_ts, raw_ts))
+        unreadable = np.fromiter((t is None for t in parsed), dtype=np.bool_, count=n)
+        ts = np.array([np.nan if t is None else t for t in parsed], dtype=np.float64)
         missing_ts = np.fromiter((v is None for v in raw_ts), dtype=np.bool_, count=n)
     flag(missing_ts, 1, "ts is missing")
-    flag(np.isnan(ts) & ~missing_ts, 1,
-         "ts must be epoch seconds or an ISO-8601 string with an offset")
-    flag(~np.isfinite(ts) & ~np.isnan(ts), 2, "ts is not finite")
+    flag(unreadable, 1, "ts must be epoch seconds or an ISO-8601 string with an offset")
+    flag(~np.isfinite(ts), 2, "ts is NaN, infinite or too large for a float")
     cols["ts"] = ts
     fields = TRAFFIC_FIELDS if kind == "traffic" else AIR_FIELDS
     for f in fields:
         arr, present, mistyped = _numeric(g.cols[f.name])
         flag(mistyped, 1, f"{f.name} must be a number")
         if f.integer:
-            flag(present & (arr != np.floor(arr)), 1, f"{f.name} must be a whole number")
+            with np.errstate(invalid="ignore"):  # NaN and infinity: range, below
+                fraction = np.isfinite(arr) & (arr != np.floor(arr))
+            flag(present & fraction, 1, f"{f.name} must be a whole number")
         if f.required:
             flag(~present & ~mistyped, 1, f"{f.name} is missing")
         with np.errstate(invalid="ignore"):
@@ -343,7 +385,8 @@ def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[st
                              else (-1 if v is None else -2) for v in raw], dtype=np.int8)
         flag(code == -2, 1, f"class must be one of {', '.join(TRAFFIC_CLASSES)}")
         cols["class"] = code
-        cols["lane"] = np.nan_to_num(cols["lane"]).astype(np.int8)
+        # Rejected rows may hold any number: only accepted ones (1..8) reach the cast.
+        cols["lane"] = np.where(reason == 0, cols["lane"], 0).astype(np.int8)
     else:
         any_pollutant = np.zeros(n, dtype=np.bool_)
         for name in POLLUTANT_FIELDS:

@@ -112,6 +112,17 @@ def test_codec_refuses_foreign_bytes() -> None:
     assert back == {"x": float("-inf"), "nested": {"k": [1, 2]}}
 
 
+def test_a_huge_integer_costs_its_row_not_the_frame() -> None:
+    # issue 12, item 2: 10**400 made the whole step raise, and the agent's fallback then
+    # dead-lettered the whole frame as ``internal``.
+    frame = (b'{"site_id": "S", "columns": {"ts": [10, 20, 30], "lane": [1, 1, 1],'
+             b' "speed_kph": [50, 1' + b"0" * 400 + b', 60]}}')
+    p = Processor(pipeline())
+    out = p.step([m(0, frame)], {}, now=1e9)
+    assert [(d["offset"], d["row"], d["reason"]) for _, d in out.deadletters] == [(0, 1, "range")]
+    assert p.counters.accepted == 2 and p.counters.readings_in == 3
+
+
 class _Poisoned(TrafficPipeline):
     """A pipeline whose kernel fails on one speed (a stand-in for an unforeseen bug)."""
 

@@ -109,3 +109,107 @@ def test_air_needs_a_pollutant_and_ranges() -> None:
     assert np.isnan(b.cols["pm10_ugm3"][1]) and b.cols["o3_ugm3"][1] == 3
     assert [(r.msg, r.reason) for r in b.rejected] == [(1, "schema"), (2, "range"),
                                                        (3, "range"), (5, "range")]
+
+
+# Integers beyond a float (issue 12, item 2): one such number is one bad row, reason
+# ``range``; its neighbours in the frame are kept. 10**400 overflows a float64 (max about
+# 1.8e308); 10**5000 is past Python's 4300-digit limit for int(str); 2**63 and 2**64 - 1
+# are past int64 (and 2**64 past uint64, which orjson then reads as a float).
+HUGE = {"1e400": 10**400, "-1e400": -(10**400), "1e5000": 10**5000, "-1e5000": -(10**5000),
+        "2**63": 2**63, "2**64-1": 2**64 - 1, "2**64": 2**64, "-2**63-1": -(2**63) - 1}
+
+
+def frame_bytes(columns: dict[str, list[object]], site: str = "S") -> bytes:
+    """A frame as a sensor would send it: Python's json writes big ints digit by digit."""
+    import sys
+
+    sys.set_int_max_str_digits(0)  # let this test write 5000-digit numbers
+    try:
+        return json.dumps({"site_id": site, "columns": columns}).encode()
+    finally:
+        sys.set_int_max_str_digits(4300)
+
+
+BEYOND_FLOAT = ["1e400", "-1e400", "1e5000", "-1e5000"]
+
+
+@pytest.mark.parametrize(("field", "name"), [
+    *((f, n) for f in ("speed_kph", "lane", "length_m") for n in HUGE),
+    *(("ts", n) for n in BEYOND_FLOAT),
+])
+def test_a_huge_integer_dead_letters_its_row_alone(field: str, name: str) -> None:
+    columns: dict[str, list[object]] = {"ts": [60, 61, 62], "lane": [1, 2, 3],
+                                        "speed_kph": [50, 60, 70], "length_m": [4, 5, 6]}
+    columns[field][1] = HUGE[name]
+    b = decode_batch("traffic", [msg(frame_bytes(columns))])
+    assert b.row.tolist() == [0, 2]
+    assert b.cols["speed_kph"].tolist() == [50.0, 70.0] and b.cols["lane"].tolist() == [1, 3]
+    assert [(r.msg, r.row, r.reason, r.site) for r in b.rejected] == [(0, 1, "range", "S")]
+    assert field in b.rejected[0].detail
+
+
+def test_a_huge_timestamp_within_float_range_is_read_as_seconds() -> None:
+    # 2**63 s is a finite number of seconds: decoding keeps it (the processor then
+    # dead-letters it as ``future``, CONTRACT.md §3).
+    b = decode_batch("traffic", [msg(frame_bytes({"ts": [2**63, 2**64, 60], "lane": [1] * 3,
+                                                   "speed_kph": [50] * 3}))])
+    assert b.ts.tolist() == [2.0**63, 2.0**64, 60.0] and b.rejected == []
+
+
+@pytest.mark.parametrize("name", ["1e400", "-1e5000", "2**64"])
+def test_a_huge_integer_in_an_air_sample_or_single_reading_is_range(name: str) -> None:
+    air = frame_bytes({"ts": [1, 2], "no2_ugm3": [HUGE[name], 40], "o3_ugm3": [3, 4]})
+    b = decode_batch("air", [msg(air)])
+    assert b.row.tolist() == [1]
+    assert [(r.row, r.reason) for r in b.rejected] == [(0, "range")]
+    single = json.dumps({**GOOD, "speed_kph": 10**400}).encode()
+    n, rej = reasons("traffic", [single, GOOD])
+    assert n == 1 and rej == [(0, None, "range")]
+
+
+def test_whole_number_fields_far_beyond_int8_are_range_without_warnings() -> None:
+    # lane is cast to int8 for the accepted rows: rejected ones must not reach the cast
+    # (numpy warns "invalid value encountered in cast", an error under pytest here).
+    values = [{**GOOD, "lane": v} for v in (1e19, 1e300, -1e300, 2**63, 2**64 - 1, 300)]
+    n, rej = reasons("traffic", [*values, GOOD])
+    assert n == 1 and [r[2] for r in rej] == ["range"] * 6
+
+
+@pytest.mark.parametrize("depth", [1_100, 100_000])
+def test_deep_nesting_is_decode_not_a_crash(depth: int) -> None:
+    # orjson stops at 1024 levels; Python's json, the fallback, raises RecursionError.
+    nested = b"[" * depth + b"]" * depth
+    inside = b'{"site_id": "S", "columns": {"ts": [1], "lane": [1], "speed_kph": ' + \
+        nested + b"}}"
+    n, rej = reasons("traffic", [nested, inside, b"[" * depth, GOOD])
+    assert n == 1 and rej == [(0, None, "decode"), (1, None, "decode"), (2, None, "decode")]
+
+
+def test_python_ints_beyond_a_float_are_infinite_not_a_crash() -> None:
+    # The parsers never hand such ints over (see _json_int); the column conversion must
+    # still not raise if one arrives.
+    from thurrock_streams.readings import _numeric, _parse_ts
+
+    arr, present, mistyped = _numeric([1, 10**400, -(10**400)])
+    assert arr.tolist() == [1.0, float("inf"), float("-inf")]
+    assert present.all() and not mistyped.any()
+    assert _parse_ts(-(10**400)) == float("-inf")
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+def test_a_non_finite_timestamp_is_range_like_any_other_number(literal: bytes) -> None:
+    # Found by the fuzz suite: a NaN ts was taken for an unreadable one (``schema``).
+    raw = (b'{"site_id": "S", "columns": {"ts": [1, ' + literal + b', "x"], "lane": [1, 1, 1],'
+           b' "speed_kph": [50, 50, 50]}}')
+    b = decode_batch("traffic", [msg(raw)])
+    assert b.row.tolist() == [0]
+    assert [(r.row, r.reason) for r in b.rejected] == [(1, "range"), (2, "schema")]
+    single = b'{"site_id": "S", "ts": ' + literal + b', "lane": 1, "speed_kph": 50}'
+    assert reasons("traffic", [single]) == (0, [(0, None, "range")])
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_a_non_finite_lane_is_range_not_a_fraction(literal: bytes) -> None:
+    # Found by the fuzz suite: NaN failed the whole-number test (``schema``).
+    single = b'{"site_id": "S", "ts": 1, "lane": ' + literal + b', "speed_kph": 50}'
+    assert reasons("traffic", [single]) == (0, [(0, None, "range")])
