@@ -165,7 +165,8 @@ async def _feed_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    for q in list(app[HUB_KEY]):
+    hub: Hub = app[HUB_KEY]
+    for q in list(hub):
         with contextlib.suppress(asyncio.QueueFull):
             q.put_nowait(None)
 
