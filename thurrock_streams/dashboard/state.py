@@ -99,11 +99,9 @@ class DashboardState:
         site_id, ts = rec.get("site_id"), _num(rec.get("ts"))
         if not isinstance(site_id, str) or not site_id or ts is None:
             return False
-        site = self._site(site_id, kind)
-        if site is None:
-            return False
         key = self._series_key(kind, rec)
-        if key is None:
+        site = self._site(site_id, kind) if key is not None else None
+        if key is None or site is None:
             return False
         window, ident = key
         site.series.setdefault(window, {})[ident] = rec
