@@ -398,13 +398,13 @@ function airPanel(site) {
   out.push(h("h3", {}, "Legal limits (Air Quality Standards Regulations 2010)"), lim,
     h("p", { class: "hint" }, "Counted as the alert rules count: valid means rounded to a whole µg/m³ (halves up) strictly above the limit, per UTC calendar year, from the aggregates on the topic since 1 January."));
   const means = site.means || [];
-  out.push(h("table", { class: "means" }, h("caption", {}, "Latest means: capture is the share of the window's minutes with a sample; valid needs at least 75%"),
+  out.push(h("div", { class: "table-wrap" }, h("table", { class: "means" }, h("caption", {}, "Latest means: capture is the share of the window's minutes with a sample; valid needs at least 75%"),
     h("thead", {}, h("tr", {}, ...["Pollutant", "Period", "Mean", "Capture %", "Valid", "DAQI", "Window end (UTC)"].map((c) => h("th", { scope: "col" }, c)))),
     h("tbody", {}, ...means.map((r) => h("tr", { "data-mean": `${r.pollutant}/${r.period}` },
       h("td", {}, POLLUTANT_NAMES[r.pollutant] || r.pollutant), h("td", {}, r.period),
       h("td", { class: "num" }, r.mean === undefined ? "—" : `${fmt(r.mean, 1)} ${UNIT[r.pollutant] || "µg/m³"}`),
       h("td", { class: "num" }, fmt(r.capture_pct, 1)), h("td", {}, r.valid ? "yes" : "no"),
-      h("td", {}, r.daqi ? `${r.daqi} ${bandOfIndex(r.daqi)}` : "—"), h("td", {}, utc(r.ts)))))));
+      h("td", {}, r.daqi ? `${r.daqi} ${bandOfIndex(r.daqi)}` : "—"), h("td", {}, utc(r.ts))))))));
   const hourly = (state.series["1h"] || []).filter((r) => r.measurement === "air_quality");
   const pollutants = [...new Set(hourly.map((r) => r.pollutant))].sort();
   for (const p of pollutants) {
