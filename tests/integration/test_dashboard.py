@@ -384,12 +384,13 @@ def test_a_real_workers_aggregates_reach_the_map(
         stack: StackConfig, prefix: str, make_worker: Callable[..., Any],
         dashboards: Callable[..., Dashboard], browser: Any) -> None:
     site = "A13-ORSETT-COCK-EB"  # free-flow 113 km/h in the registry
-    worker = make_worker()
+    worker = make_worker(IDLE_FLUSH_S="3600")  # no idle flush of the second window here
     d = dashboards()
     t0 = _minute(time.time()) - 240
     readings = [{"site_id": site, "ts": t0 + 5, "lane": 1, "speed_kph": 80.0, "class": "car"},
                 {"site_id": site, "ts": t0 + 25, "lane": 2, "speed_kph": 100.0, "class": "hgv"},
-                {"site_id": site, "ts": t0 + 95, "heartbeat": True}]
+                # the next minute's vehicle takes the watermark past t0 + 60 + 30 s lateness
+                {"site_id": site, "ts": t0 + 95, "lane": 1, "speed_kph": 60.0, "class": "car"}]
     send(stack, f"{prefix}traffic.readings", map(_key, readings))
     # window [t0, t0+60): 2 vehicles, flow 120 veh/h, mean 90, harmonic mean
     # 2 / (1/80 + 1/100) = 88.889, congestion 1 - 88.889/113 = 0.2134
