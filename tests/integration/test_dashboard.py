@@ -2,8 +2,8 @@
 playwright-python), reading real Kafka: aggregates published to the topics by hand, and
 aggregates made by a real worker from readings.
 
-Screenshots go to artefacts/dashboard/ (git-ignored); docs/dashboard.png is refreshed from
-the first test when THURROCK_UPDATE_SCREENSHOT=1.
+Screenshots go to artefacts/dashboard/ (git-ignored); docs/dashboard.png (README's) is
+taken again by the first test when THURROCK_UPDATE_SCREENSHOT=1.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from thurrock_streams.registry import load_registry
 from thurrock_streams.stack import StackConfig
 
 from .harness import ROOT, consume_all, free_port, poll, send, wait_for
@@ -37,7 +37,8 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTEFACTS = ROOT / "artefacts" / "dashboard"
-STALE_TRAFFIC_S = 25.0
+STALE_TRAFFIC_S = 20.0
+BANDS = ("Low", "Moderate", "High", "Very High")
 
 
 @dataclass
@@ -267,8 +268,17 @@ def test_the_page_shows_the_aggregates_live_and_marks_stale_sites(
             for r in no2 if "daqi" in r]
     odd = 'X/odd site, "1"'
     odd_rec = _traffic(odd, end, "1m", 1, 50.0, 50.0, 50.0, free_flow=100.0)
-    send(stack, f"{t}traffic.aggregates", map(_key, [*ones, *fifteen, stopped, odd_rec]))
-    send(stack, f"{t}air.aggregates", map(_key, [*no2, *daqi]))
+    # every other registered site: one window each, so every marker has something to show
+    reg = load_registry()
+    others = [_traffic(sid, end, "1m", 10 + i, 100.0 - 3 * i, 110.0 - 3 * i, 99.13 - 3.1 * i,
+                       reg.free_flow_kph(sid))
+              for i, sid in enumerate(x for x in reg.traffic if x not in (busy, quiet))]
+    hours = [{"measurement": "daqi", "site_id": sid, "ts": hour, "index": i + 1,
+              "band": BANDS[i // 3], "pollutant": "pm25"}
+             for i, sid in enumerate(x for x in reg.air if x != mon)]
+    send(stack, f"{t}traffic.aggregates", map(_key, [*ones, *fifteen, stopped, odd_rec,
+                                                     *others]))
+    send(stack, f"{t}air.aggregates", map(_key, [*no2, *daqi, *hours]))
     raised = {"site_id": mon, "rule": "daqi:no2", "severity": "moderate", "state": "raised",
               "value": 5, "threshold": 4, "ts": hour, "message": "NO2 DAQI 5 (Moderate)"}
     send(stack, f"{t}alerts", [_key(raised)])
@@ -299,6 +309,13 @@ def test_the_page_shows_the_aggregates_live_and_marks_stale_sites(
     assert last["congestion_index"] == 0.3856
     p.wait_text(f'#map [data-site="{busy}"] .value', lambda s: s == want, "the busy marker")
     assert p.text(f'#map [data-site="{mon}"] .value') == "5 Moderate"
+    for r in others:  # congestion bands 0.3 / 0.5 / 0.75 (docs/dashboard.md)
+        ci = r["congestion_index"]
+        word = "Free flow" if ci < 0.3 else "Busy" if ci < 0.5 else "Congested" if ci < 0.75 \
+            else "Severe"
+        assert p.text(f'#map [data-site="{r["site_id"]}"] .value') == f"{ci:.2f} {word}"
+    for r in hours:
+        assert p.text(f'#map [data-site="{r["site_id"]}"] .value') == f"{r['index']} {r['band']}"
     assert p.text(f'#map [data-site="{quiet}"] .value') == \
         f"{stopped['congestion_index']:.2f} Free flow"
     assert p.text("#as-of").startswith(time.strftime("%Y-%m-%d %H:%M", time.gmtime(end)))
@@ -327,6 +344,9 @@ def test_the_page_shows_the_aggregates_live_and_marks_stale_sites(
     assert [(r["series"], float(r["value"])) for r in speed if r["series"] == "1-minute V85"] \
         == [("1-minute V85", r["p85_speed_kph"]) for r in ones]
     p.shot("traffic-panel.png")
+    if os.environ.get("THURROCK_UPDATE_SCREENSHOT") == "1":
+        p.page.evaluate("window.scrollTo(0, 0)")
+        p.page.screenshot(path=str(ROOT / "docs" / "dashboard.png"))
 
     # A new aggregate changes the page live (SSE), within 2 s of reaching Kafka.
     new = _traffic(busy, end + 60, "1m", 40, 45.0, 60.0, 44.07)  # 1 - 44.07/113 = 0.61
@@ -349,8 +369,6 @@ def test_the_page_shows_the_aggregates_live_and_marks_stale_sites(
              r["valid"]) for r in rows] == \
         [(r["ts"], r["mean"], r["capture_pct"], str(r["valid"]).lower()) for r in no2]
     p.shot("air-panel.png")
-    if os.environ.get("THURROCK_UPDATE_SCREENSHOT") == "1":
-        shutil.copy(p.shot("readme.png"), ROOT / "docs" / "dashboard.png")
 
     # A site that stops turns stale: grey, "last seen ...", in the map and in /api/sites.
     p.wait_text(f'#map [data-site="{quiet}"] .value', lambda s: s.startswith("stale, last seen"),
