@@ -158,7 +158,8 @@ def _dashboard(args: list[str]) -> int:
         print(f"thurrock-streams dashboard: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    # aiokafka logs every failed reconnect attempt; the feed logs one line per outage.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     run(settings, config)
     return 0
 

@@ -39,6 +39,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 ARTEFACTS = ROOT / "artefacts" / "dashboard"
 STALE_TRAFFIC_S = 20.0
 BANDS = ("Low", "Moderate", "High", "Very High")
+A11Y_CHECKS = (Path(__file__).parent / "a11y_checks.js").read_text()
 
 
 @dataclass
@@ -100,7 +101,8 @@ class Dashboard:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap installs Debian's chromium (as root)")
+        pytest.fail(f"{CHROMIUM} is missing: scripts/bootstrap installs Debian's chromium "
+                    "(as root)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -196,47 +198,7 @@ def _accessibility(p: Page) -> list[str]:
     """Our own checks (WCAG 2.1 AA, the parts a script can decide): every control has a
     name, images and the map are labelled, headings do not skip a level, text contrast is
     at least 4.5:1 against its background, nothing scrolls sideways."""
-    return list(p.page.evaluate("""() => {
-      const bad = [];
-      if (!document.documentElement.lang) bad.push('no lang on <html>');
-      if (document.querySelectorAll('h1').length !== 1) bad.push('not exactly one h1');
-      let last = 1;
-      for (const hd of document.querySelectorAll('h1, h2, h3, h4')) {
-        const n = Number(hd.tagName[1]);
-        if (n > last + 1) bad.push('heading skips a level: ' + hd.textContent);
-        last = n;
-      }
-      const focusables = document.querySelectorAll('a[href], button, [tabindex="0"], input, select');
-      for (const el of focusables) {
-        const name = (el.getAttribute('aria-label') || el.textContent || '').trim();
-        if (!name) bad.push('control without a name: ' + el.outerHTML.slice(0, 80));
-      }
-      for (const el of document.querySelectorAll('svg[role="img"], svg[role="group"]'))
-        if (!el.getAttribute('aria-label')) bad.push('unlabelled svg');
-      for (const el of document.querySelectorAll('#map .marker'))
-        if (el.getAttribute('role') !== 'button' || el.tabIndex !== 0) bad.push('marker not a button');
-      const rgb = (s) => { const m = s.match(/[\\d.]+/g).map(Number); return m.length > 3 ? m : [...m, 1]; };
-      const lum = ([r, g, b]) => { const f = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
-        return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
-      const bg = (el) => { for (let e = el; e; e = e.parentElement) {
-        const c = rgb(getComputedStyle(e).backgroundColor); if (c[3] > 0) return c; } return [255, 255, 255, 1]; };
-      const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-      const seen = new Set();
-      for (let n = walker.nextNode(); n; n = walker.nextNode()) {
-        const el = n.parentElement;
-        if (!n.textContent.trim() || seen.has(el) || el.closest('svg') || el.closest('[hidden]')) continue;
-        seen.add(el);
-        const st = getComputedStyle(el);
-        if (st.visibility === 'hidden' || st.display === 'none' || el.getClientRects().length === 0) continue;
-        const fg = rgb(st.color), b = bg(el);
-        const l1 = lum(fg), l2 = lum(b);
-        const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
-        if (ratio < 4.5) bad.push(`contrast ${ratio.toFixed(2)} for "${n.textContent.trim().slice(0, 40)}"`);
-      }
-      if (document.documentElement.scrollWidth > document.documentElement.clientWidth + 1)
-        bad.push('horizontal scrolling: ' + document.documentElement.scrollWidth);
-      return bad;
-    }"""))
+    return list(p.page.evaluate(A11Y_CHECKS))
 
 
 def _csv(p: Page, chart: str) -> list[dict[str, str]]:
@@ -303,6 +265,11 @@ def test_the_page_shows_the_aggregates_live_and_marks_stale_sites(
     p.page.goto(d.url + "/")
     p.wait_text("#conn", lambda s: s == "Live", "the page to go live")
     assert "SIMULATED" in p.text("#feed-mark")
+    # Tab order: the skip link first, then the map's markers
+    p.page.keyboard.press("Tab")
+    assert p.page.evaluate("document.activeElement.textContent") == "Skip to the site panel"
+    p.page.keyboard.press("Tab")
+    assert p.page.evaluate("document.activeElement.closest('#map .marker') !== null")
     # The map: number and band word on each marker, equal to the aggregates.
     last = ones[-1]
     want = f"{last['congestion_index']:.2f} Busy"  # 1 - 69.43/113 = 0.3856: Busy (0.3-0.5)

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[str, dict[str, Any]], None]
 READ_BACK_S = 25 * 3600.0
+#: How often the broker is asked for end offsets and partitions while reading, s.
+CHECK_EVERY_S = 5.0
 
 
 def kafka_options(s: Settings) -> dict[str, Any]:
@@ -90,8 +92,8 @@ class Feed:
                 raise
             except Exception as exc:
                 self.connected = False
-                log.warning("dashboard: Kafka unavailable (%s); retrying in %.1f s",
-                            type(exc).__name__, pause)
+                log.warning("dashboard: Kafka unavailable (%s: %s); serving what it holds, "
+                            "retrying in %.1f s", type(exc).__name__, exc, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)
 
@@ -99,8 +101,8 @@ class Feed:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         consumer = AIOKafkaConsumer(**kafka_options(self.settings))
-        await consumer.start()
         try:
+            await consumer.start()
             tps = await self._assign(consumer, TopicPartition)
             self.connected = True
             last_check = time.monotonic()
@@ -111,11 +113,17 @@ class Feed:
                         self._fold(tp.topic, r.value, r.timestamp)
                         self._positions[tp] = r.offset + 1
                 await self._check_caught_up(consumer, tps)
-                if time.monotonic() - last_check > 30.0:
+                if time.monotonic() - last_check > CHECK_EVERY_S:
                     last_check = time.monotonic()
                     self.state.prune()
+                    # Ask the broker: an error here (it went away) starts a new session;
+                    # so does a new partition, or a log shorter than what was read (a
+                    # broker that restarted empty).
+                    ends = await asyncio.wait_for(consumer.end_offsets(tps), CHECK_EVERY_S)
+                    if any(self._positions.get(tp, 0) > end for tp, end in ends.items()):
+                        return  # _assign reads those partitions again by time
                     if await self._partitions_changed(consumer, tps, TopicPartition):
-                        return  # a new topic or partition: assign again
+                        return
         finally:
             self.connected = False
             await consumer.stop()
@@ -124,11 +132,14 @@ class Feed:
         tps = await self._wanted(consumer, tp_cls)
         consumer.assign(tps)
         now = time.time()
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            if self._positions.get(tp, 0) > ends[tp]:
+                del self._positions[tp]  # the log restarted shorter: read it again by time
         fresh = [tp for tp in tps if tp not in self._positions]
         by_time = {tp: ms for tp in fresh
                    if (ms := _start_ms(self.topics[tp.topic], now)) is not None}
         offsets = await consumer.offsets_for_times(by_time) if by_time else {}
-        ends = await consumer.end_offsets(tps) if tps else {}
         for tp in tps:
             if tp in self._positions:
                 consumer.seek(tp, self._positions[tp])
