@@ -278,7 +278,8 @@ function chart(title, unit, lines, opts) {
   }
   for (let i = 0; i <= 4; i++) {
     const t = x0 + (x1 - x0) * i / 4;
-    svg.append(h("text", { class: "axis", x: X(t), y: H - 8, "text-anchor": "middle" }, new Date(t * 1000).toISOString().slice(11, 16)));
+    const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
+    svg.append(h("text", { class: "axis", x: X(t), y: H - 8, "text-anchor": anchor }, new Date(t * 1000).toISOString().slice(11, 16)));
   }
   lines.forEach((l, i) => {
     const colour = LINE_COLOURS[i % LINE_COLOURS.length];
