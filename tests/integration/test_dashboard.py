@@ -260,6 +260,11 @@ def test_the_page_shows_the_aggregates_live_and_marks_stale_sites(
     # 210.7 and 285.1 are over 200; 180.4 is not (and not valid either)
     assert next(c for c in a["limits"] if c["rule"] == "limit:no2_1h")["count"] == 2
     assert d.get("/api/alerts") == {"open": [raised], "latest": [raised]}
+    for path, code in ((f"/api/sites/{busy}/series?window=5m", 400),
+                       ("/api/sites/NOWHERE/series?window=1m", 404)):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            d.get(path)
+        assert err.value.code == code, path
 
     p = Page(browser, d.url, viewport={"width": 1400, "height": 1000})
     p.page.goto(d.url + "/")

@@ -79,6 +79,7 @@ class Feed:
         self.connected = False
         self.bad_records = 0
         self._positions: dict[Any, int] = {}
+        self._last_ms: dict[Any, int] = {}
         self._targets: dict[Any, int] | None = None
 
     async def run(self) -> None:
@@ -103,8 +104,8 @@ class Feed:
         consumer = AIOKafkaConsumer(**kafka_options(self.settings))
         try:
             await consumer.start()
-            tps = await self._assign(consumer, TopicPartition)
             self.connected = True
+            tps = await self._assign(consumer, TopicPartition)
             last_check = time.monotonic()
             while True:
                 batches = await consumer.getmany(timeout_ms=300, max_records=2000)
@@ -112,16 +113,14 @@ class Feed:
                     for r in records:
                         self._fold(tp.topic, r.value, r.timestamp)
                         self._positions[tp] = r.offset + 1
+                        self._last_ms[tp] = r.timestamp
                 await self._check_caught_up(consumer, tps)
                 if time.monotonic() - last_check > CHECK_EVERY_S:
                     last_check = time.monotonic()
                     self.state.prune()
                     # Ask the broker: an error here (it went away) starts a new session;
-                    # so does a new partition, or a log shorter than what was read (a
-                    # broker that restarted empty).
-                    ends = await asyncio.wait_for(consumer.end_offsets(tps), CHECK_EVERY_S)
-                    if any(self._positions.get(tp, 0) > end for tp, end in ends.items()):
-                        return  # _assign reads those partitions again by time
+                    # so does a new topic or partition.
+                    await asyncio.wait_for(consumer.end_offsets(tps), CHECK_EVERY_S)
                     if await self._partitions_changed(consumer, tps, TopicPartition):
                         return
         finally:
@@ -133,12 +132,17 @@ class Feed:
         consumer.assign(tps)
         now = time.time()
         ends = await consumer.end_offsets(tps)
+        by_time: dict[Any, int] = {}
         for tp in tps:
-            if self._positions.get(tp, 0) > ends[tp]:
-                del self._positions[tp]  # the log restarted shorter: read it again by time
-        fresh = [tp for tp in tps if tp not in self._positions]
-        by_time = {tp: ms for tp in fresh
-                   if (ms := _start_ms(self.topics[tp.topic], now)) is not None}
+            if tp in self._positions and self._positions[tp] > ends[tp]:
+                # Behind what was read: a broker that restarted with a new log (or one
+                # whose end offset lags a little, as Tansu's may): read again from the
+                # time of the last record read; what is read twice is folded once.
+                del self._positions[tp]
+                by_time[tp] = self._last_ms.get(tp, 0)
+            elif tp not in self._positions and \
+                    (ms := _start_ms(self.topics[tp.topic], now)) is not None:
+                by_time[tp] = ms
         offsets = await consumer.offsets_for_times(by_time) if by_time else {}
         for tp in tps:
             if tp in self._positions:

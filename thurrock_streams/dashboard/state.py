@@ -61,6 +61,8 @@ class _Site:
     latest_means: dict[str, dict[str, Any]] = field(default_factory=dict)
     # (window key) -> {record key -> record}
     series: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
+    # window key -> the oldest ts held (so pruning looks at a series only when it must)
+    oldest: dict[str, float] = field(default_factory=dict)
     # limit name -> (year, set of window ends counted as exceedances)
     limits: dict[str, tuple[int, set[float]]] = field(default_factory=dict)
 
@@ -105,6 +107,7 @@ class DashboardState:
             return False
         window, ident = key
         site.series.setdefault(window, {})[ident] = rec
+        site.oldest[window] = min(site.oldest.get(window, ts), ts)
         site.last_window_end = ts if site.last_window_end is None else max(site.last_window_end,
                                                                             ts)
         site.last_seen = arrived if site.last_seen is None else max(site.last_seen, arrived)
@@ -132,6 +135,8 @@ class DashboardState:
         if not isinstance(site_id, str) or not isinstance(rule, str) or \
                 st not in ("raised", "escalated", "cleared"):
             return False
+        if event in self.latest_alerts:
+            return True  # the same event read twice (after a reconnect): folded once
         if st == "cleared":
             self.open_alerts.pop((site_id, rule), None)
         else:
@@ -192,8 +197,10 @@ class DashboardState:
             return
         horizon = self.data_as_of - self.history_s
         for window, recs in site.series.items():
-            if recs and min(k[0] for k in recs) < horizon:
-                site.series[window] = {k: r for k, r in recs.items() if k[0] >= horizon}
+            if site.oldest.get(window, horizon) < horizon:
+                kept = {k: r for k, r in recs.items() if k[0] >= horizon}
+                site.series[window] = kept
+                site.oldest[window] = min((k[0] for k in kept), default=horizon)
 
     def prune(self) -> None:
         """Drop what is older than the history kept, for every site (call now and then:
