@@ -32,6 +32,10 @@ Listener = Callable[[str, dict[str, Any]], None]
 READ_BACK_S = 25 * 3600.0
 #: How often the broker is asked for end offsets and partitions while reading, s.
 CHECK_EVERY_S = 5.0
+#: Longest pause between two attempts to reach the broker, s.
+MAX_PAUSE_S = 5.0
+#: Longest wait for any one call to the broker, s.
+CALL_TIMEOUT_S = 15.0
 
 
 def kafka_options(s: Settings) -> dict[str, Any]:
@@ -52,6 +56,12 @@ def kafka_options(s: Settings) -> dict[str, Any]:
                     sasl_plain_username=s.kafka_sasl_username,
                     sasl_plain_password=s.kafka_sasl_password.get())
     return opts
+
+
+def _cancelling() -> bool:
+    """Is the current task itself being cancelled (not just an awaited inner one)?"""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _start_ms(topic_kind: str, now: float) -> int | None:
@@ -78,8 +88,8 @@ class Feed:
         self.caught_up = False
         self.connected = False
         self.bad_records = 0
-        self._positions: dict[Any, int] = {}
         self._last_ms: dict[Any, int] = {}
+        self._in_outage = False
         self._targets: dict[Any, int] | None = None
 
     async def run(self) -> None:
@@ -89,30 +99,47 @@ class Feed:
             try:
                 await self._session()
                 pause = 0.5
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                if _cancelling():
+                    raise
+                # aiokafka lets its own inner cancellations out when the broker goes away
+                self._outage(repr(exc), pause)
             except Exception as exc:
-                self.connected = False
-                log.warning("dashboard: Kafka unavailable (%s: %s); serving what it holds, "
-                            "retrying in %.1f s", type(exc).__name__, exc, pause)
+                self._outage(f"{type(exc).__name__}: {exc}", pause)
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 10.0)
+            pause = min(pause * 2, MAX_PAUSE_S)
+
+    def _outage(self, what: str, pause: float) -> None:
+        """One warning when the broker goes away; the retries after it at debug level."""
+        self.connected = False
+        if not self._in_outage:
+            log.warning("dashboard: Kafka unavailable (%s); serving what it holds and "
+                        "reconnecting every %g s at most", what, MAX_PAUSE_S)
+        else:
+            log.debug("dashboard: still no Kafka (%s); next try in %.1f s", what, pause)
+        self._in_outage = True
 
     async def _session(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         consumer = AIOKafkaConsumer(**kafka_options(self.settings))
         try:
-            await consumer.start()
+            await asyncio.wait_for(consumer.start(), CALL_TIMEOUT_S)
             self.connected = True
+            if self._in_outage:
+                log.info("dashboard: Kafka is back; reading on from where it stopped")
+                self._in_outage = False
             tps = await self._assign(consumer, TopicPartition)
             last_check = time.monotonic()
             while True:
-                batches = await consumer.getmany(timeout_ms=300, max_records=2000)
+                # aiokafka's getmany can hang past its timeout while the broker is down:
+                # a wait that long means the broker is gone; a new session reconnects
+                # and resumes from the positions read (nothing fetched is lost).
+                batches = await asyncio.wait_for(
+                    consumer.getmany(timeout_ms=300, max_records=2000), CHECK_EVERY_S)
                 for tp, records in batches.items():
                     for r in records:
                         self._fold(tp.topic, r.value, r.timestamp)
-                        self._positions[tp] = r.offset + 1
                         self._last_ms[tp] = r.timestamp
                 await self._check_caught_up(consumer, tps)
                 if time.monotonic() - last_check > CHECK_EVERY_S:
@@ -125,31 +152,40 @@ class Feed:
                         return
         finally:
             self.connected = False
-            await consumer.stop()
+            try:
+                await asyncio.wait_for(consumer.stop(), CALL_TIMEOUT_S)
+            except (Exception, asyncio.CancelledError) as exc:
+                # a broker gone away may not say goodbye: aiokafka's close can end in a
+                # cancellation of its own fetch task, which must not end ours
+                if isinstance(exc, asyncio.CancelledError) and _cancelling():
+                    raise
+                log.debug("dashboard: closing the consumer: %r", exc)
 
     async def _assign(self, consumer: Any, tp_cls: Any) -> list[Any]:
         tps = await self._wanted(consumer, tp_cls)
         consumer.assign(tps)
         now = time.time()
-        ends = await consumer.end_offsets(tps)
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), CALL_TIMEOUT_S)
+        # Every session seeks by record time, never by a remembered offset: a broker that
+        # restarted with a new log (a memory-backed one) may hold new records at offsets
+        # already read. Going on from the time of the last record read re-reads a few
+        # records, which the state folds once.
         by_time: dict[Any, int] = {}
         for tp in tps:
-            if tp in self._positions and self._positions[tp] > ends[tp]:
-                # Behind what was read: a broker that restarted with a new log (or one
-                # whose end offset lags a little, as Tansu's may): read again from the
-                # time of the last record read; what is read twice is folded once.
-                del self._positions[tp]
-                by_time[tp] = self._last_ms.get(tp, 0)
-            elif tp not in self._positions and \
-                    (ms := _start_ms(self.topics[tp.topic], now)) is not None:
+            ms = self._last_ms.get(tp)
+            if ms is None:
+                ms = _start_ms(self.topics[tp.topic], now)
+            if ms is not None:
                 by_time[tp] = ms
-        offsets = await consumer.offsets_for_times(by_time) if by_time else {}
+        offsets = await asyncio.wait_for(consumer.offsets_for_times(by_time),
+                                         CALL_TIMEOUT_S) if by_time else {}
         for tp in tps:
-            if tp in self._positions:
-                consumer.seek(tp, self._positions[tp])
-            elif tp in by_time:
+            if tp in by_time:
                 found = offsets.get(tp)
-                consumer.seek(tp, found.offset if found is not None else ends[tp])
+                # No record at or after that time: None from Kafka, a timestamp of -1
+                # from Tansu (with an offset that means nothing).
+                at = found.offset if found is not None and found.timestamp >= 0 else ends[tp]
+                consumer.seek(tp, at)
             else:
                 await consumer.seek_to_beginning(tp)
         if self._targets is None:
@@ -160,7 +196,7 @@ class Feed:
     async def _wanted(self, consumer: Any, tp_cls: Any) -> list[Any]:
         """Every partition of the three topics (waiting until at least one exists)."""
         while True:
-            await consumer._client.force_metadata_update()
+            await asyncio.wait_for(consumer._client.force_metadata_update(), CALL_TIMEOUT_S)
             tps = [tp_cls(t, p) for t in self.topics
                    for p in sorted(consumer.partitions_for_topic(t) or ())]
             if tps:
@@ -171,8 +207,12 @@ class Feed:
             await asyncio.sleep(2.0)
 
     async def _partitions_changed(self, consumer: Any, tps: list[Any], tp_cls: Any) -> bool:
-        await consumer._client.force_metadata_update()
+        ok = await asyncio.wait_for(consumer._client.force_metadata_update(), CALL_TIMEOUT_S)
+        if not ok:
+            raise ConnectionError("no metadata from the broker")
         now = {tp_cls(t, p) for t in self.topics for p in consumer.partitions_for_topic(t) or ()}
+        if now != set(tps):
+            log.info("dashboard: the topics' partitions changed; assigning them again")
         return now != set(tps)
 
     async def _check_caught_up(self, consumer: Any, tps: list[Any]) -> None:
