@@ -496,6 +496,17 @@ function connect() {
     if (es.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
   };
 }
+// The dashboard itself may be up while Kafka is not: say so (figures stop changing).
+async function checkFeed() {
+  const el = document.getElementById("conn");
+  if (!el.classList.contains("conn-live") && !el.classList.contains("conn-nokafka")) return;
+  try {
+    const r = await fetch("/healthz", { cache: "no-store" });
+    const h = await r.json();
+    if (h.connected) setConn("live", "Live");
+    else setConn("nokafka", "Live, but the dashboard has lost Kafka: figures may be old");
+  } catch (err) { /* the stream's own error handler reports a lost dashboard */ }
+}
 function fromHash() {
   const m = location.hash.match(/^#site=(.+)$/);
   if (m) select(decodeURIComponent(m[1]), true, true);
@@ -515,6 +526,6 @@ async function start() {
   window.addEventListener("hashchange", fromHash);
   fromHash();
   connect();
-  setInterval(() => { keepFocus(drawTable); keepFocus(drawMap); }, 5000);  // stale and "ago" as time passes
+  setInterval(() => { keepFocus(drawTable); keepFocus(drawMap); checkFeed(); }, 5000);  // stale and "ago" as time passes
 }
 start();
