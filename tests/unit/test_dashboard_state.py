@@ -191,6 +191,13 @@ def test_alerts_open_on_raise_close_on_clear_latest_first() -> None:
     got = s.alerts()
     assert got["open"] == [a2]
     assert got["latest"] == [b2, a2, b1, a1]
+    # an event of earlier event time arriving last (a replay) takes its place by time;
+    # the same event read twice (after a reconnect) is folded once
+    late = ev("A128-ORSETT-NB", "silent", "raised", T0 + 30)
+    assert s.add_alert(late) and s.add_alert(dict(late))
+    got = s.alerts()
+    assert got["latest"] == [b2, a2, b1, late, a1]
+    assert got["open"] == [a2, late]
 
 
 def test_dashboard_settings() -> None:

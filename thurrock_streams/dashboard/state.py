@@ -259,10 +259,14 @@ class DashboardState:
         return [recs[k] for k in sorted(recs, key=_order)]
 
     def alerts(self) -> dict[str, list[dict[str, Any]]]:
-        """Open alerts (newest first), then the latest events (newest first)."""
+        """Open alerts, then the latest events, both newest (event time) first."""
         open_ = sorted(self.open_alerts.values(), key=lambda e: _num(e.get("ts")) or 0.0,
                        reverse=True)
-        return {"open": open_, "latest": list(self.latest_alerts)}
+        # the last events received, newest event time first (a replay or a catch-up can
+        # bring them out of order)
+        latest = sorted(self.latest_alerts, key=lambda e: _num(e.get("ts")) or 0.0,
+                        reverse=True)
+        return {"open": open_, "latest": latest}
 
 
 def _order(key: tuple[Any, ...]) -> tuple[float, str]:

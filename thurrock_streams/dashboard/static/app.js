@@ -281,7 +281,8 @@ function chart(title, unit, lines, opts) {
     const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
     svg.append(h("text", { class: "axis", x: X(t), y: H - 8, "text-anchor": anchor }, new Date(t * 1000).toISOString().slice(11, 16)));
   }
-  lines.forEach((l, i) => {
+  const drawOrder = lines.map((l, i) => [l, i]).sort((a, b) => (a[0].bold ? 1 : 0) - (b[0].bold ? 1 : 0));
+  drawOrder.forEach(([l, i]) => {
     const colour = LINE_COLOURS[i % LINE_COLOURS.length];
     let d = "", pen = false;
     for (const [t, v] of l.points) {
@@ -289,7 +290,9 @@ function chart(title, unit, lines, opts) {
       d += `${pen ? "L" : "M"}${X(t).toFixed(1)},${Y(v).toFixed(1)}`;
       pen = true;
     }
-    svg.append(h("path", { class: "series-line", d, stroke: colour, "stroke-dasharray": i % 2 ? "6 3" : null }));
+    // coarser series (15-minute windows, running means) drawn thicker over the fine ones
+    svg.append(h("path", { class: "series-line", d, stroke: colour, "stroke-width": l.bold ? 3 : 1.25,
+      "stroke-dasharray": i % 2 ? "6 3" : null }));
     for (const p of l.points) {
       if (p[1] !== null && p[2] && p[2].valid === false)
         svg.append(h("circle", { cx: X(p[0]), cy: Y(p[1]), r: 3, fill: "#fff", stroke: colour }));
@@ -369,10 +372,10 @@ function trafficPanel(site) {
       ["V85 (85th percentile speed)", "p85_speed_kph", 1, "km/h"], ["Congestion index", "congestion_index", 2, "0–1"]].map(([label, f, d, u]) =>
       h("tr", {}, h("th", { scope: "row" }, label), h("td", { class: "num", "data-field": f }, fmt(site[f], d)), h("td", {}, u)))));
   return [latest,
-    chart("Traffic flow", "veh/h", [{ name: "1-minute flow", points: pick(m, "flow_vph") }, { name: "15-minute flow", points: pick(q, "flow_vph") }]),
+    chart("Traffic flow", "veh/h", [{ name: "1-minute flow", points: pick(m, "flow_vph") }, { name: "15-minute flow", points: pick(q, "flow_vph"), bold: true }]),
     chart("Speed", "km/h", [{ name: "1-minute mean speed", points: pick(m, "mean_speed_kph") }, { name: "1-minute V85", points: pick(m, "p85_speed_kph") },
-      { name: "15-minute mean speed", points: pick(q, "mean_speed_kph") }, { name: "15-minute V85", points: pick(q, "p85_speed_kph") }]),
-    chart("Congestion index", "0–1", [{ name: "1-minute congestion index", points: pick(m, "congestion_index") }, { name: "15-minute congestion index", points: pick(q, "congestion_index") }],
+      { name: "15-minute mean speed", points: pick(q, "mean_speed_kph"), bold: true }, { name: "15-minute V85", points: pick(q, "p85_speed_kph"), bold: true }]),
+    chart("Congestion index", "0–1", [{ name: "1-minute congestion index", points: pick(m, "congestion_index") }, { name: "15-minute congestion index", points: pick(q, "congestion_index"), bold: true }],
       { yMax: 1 / 1.1 }),
   ];
 }
@@ -413,7 +416,7 @@ function airPanel(site) {
       .map((r) => [r.ts, r.mean === undefined ? null : r.mean, { capture_pct: r.capture_pct, valid: r.valid }]);
     const lines = [{ name: `${POLLUTANT_NAMES[p]} hourly mean`, points: ofPeriod("1h") }];
     const run = DAQI_PERIOD[p] === "8h" || p === "co" ? "8h" : DAQI_PERIOD[p] === "24h" ? "24h" : null;
-    if (run) lines.push({ name: `${POLLUTANT_NAMES[p]} ${run} running mean`, points: ofPeriod(run) });
+    if (run) lines.push({ name: `${POLLUTANT_NAMES[p]} ${run} running mean`, points: ofPeriod(run), bold: true });
     const bands = DAQI_BOUNDS[p];
     const note = bands ? `Shading: DAQI bands of the ${DAQI_PERIOD[p] === "1h" ? "hourly" : DAQI_PERIOD[p]} mean (Defra). Hollow points: not valid (capture below 75%).`
       : "CO is not part of the DAQI. Hollow points: not valid (capture below 75%).";
@@ -480,7 +483,7 @@ function onAlert(msg) {
   a.open = a.open.filter((o) => !(o.site_id === e.site_id && o.rule === e.rule));
   if (e.state !== "cleared") a.open.unshift(e);
   a.latest.unshift(e);
-  a.latest = a.latest.slice(0, 100);
+  a.latest = a.latest.slice(0, 100).sort((x, y) => y.ts - x.ts);
   drawAlerts();
 }
 function connect() {
