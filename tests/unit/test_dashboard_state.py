@@ -211,3 +211,21 @@ def test_dashboard_settings() -> None:
         DashboardConfig.from_env({"DASHBOARD_FEED": "live"})
     with pytest.raises(SettingsError, match="DASHBOARD_PORT"):
         DashboardConfig.from_env({"DASHBOARD_PORT": "70000"})
+
+
+def test_the_dashboards_kafka_options_carry_the_security_settings() -> None:
+    from thurrock_streams.dashboard.feed import kafka_options
+    from thurrock_streams.settings import Settings
+
+    plain = kafka_options(Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "a:1,b:2"}))
+    assert plain["bootstrap_servers"] == ["a:1", "b:2"]
+    assert plain["group_id"] is None and plain["enable_auto_commit"] is False
+    assert "security_protocol" not in plain
+    sasl = kafka_options(Settings.from_env({
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "dash", "KAFKA_SASL_PASSWORD": "s3cret"}))
+    assert (sasl["security_protocol"], sasl["sasl_mechanism"], sasl["sasl_plain_username"],
+            sasl["sasl_plain_password"]) == ("SASL_SSL", "SCRAM-SHA-512", "dash", "s3cret")
+    assert sasl["ssl_context"] is not None
+    assert "ssl_context" not in kafka_options(Settings.from_env(
+        {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}))
