@@ -197,7 +197,7 @@ def _get(url: str) -> Any:
 def start_worker(cfg: StackConfig, prefix: str, log_name: str) -> tuple[Child, int]:
     """A ``thurrock-streams worker`` on this run's topics; returns it and its web port."""
     port = free_port()
-    env = {**os.environ, **cfg.env(), "TOPIC_PREFIX": prefix, "THURROCK_APP_ID": f"{prefix}app",
+    env = {**os.environ, **cfg.env(), "TOPIC_PREFIX": prefix, "THURROCK_APP_ID": "app",
            "IDLE_FLUSH_S": "3600", "THURROCK_TOPIC_PARTITIONS": str(PARTITIONS)}
     child = Child([PY, "-m", "thurrock_streams", "worker", "--web-port", str(port),
                    "--loglevel", "warn"], env, OUT / log_name).start()

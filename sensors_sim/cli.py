@@ -41,6 +41,16 @@ def _rate(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number of seconds >= 0")
+    return value
+
+
 def _speed(text: str) -> float | None:
     if text.strip().lower() == "max":
         return None
@@ -112,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", type=Path, required=True, metavar="FILE.jsonl",
                      help="output file (its summary goes to FILE.jsonl.summary.json)")
     _add_model(gen, "random seed; equal seeds give equal files (default: 0)")
+    gen.add_argument("--heartbeat-s", type=_seconds, default=0.0, metavar="SECONDS",
+                     help="also write a heartbeat per site every SECONDS of event time, at "
+                          "its multiples (e.g. 60: on every minute), after the site's "
+                          "readings stamped before it (default: 0, none; replay adds a "
+                          "closing one anyway)")
     _add_faults(gen, "behind")
 
     rep = sub.add_parser("replay", help="publish a JSONL feed or a WebTRIS CSV to Kafka",
@@ -127,6 +142,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="shift every ts so that the data ends now (spacing kept)")
     rep.add_argument("--format", choices=("auto", "jsonl", "webtris"), default="auto",
                      help="input format; auto picks webtris for .csv files (default: auto)")
+    beat = rep.add_argument_group("closing heartbeats")
+    beat.add_argument("--no-heartbeats", action="store_true",
+                      help="do not end each site's feed with a heartbeat (by default one "
+                           "follows the site's last message, stamped at the end of its last "
+                           "window - 15 min traffic, 1 h air - plus --lateness, so the "
+                           "processor writes every window at once; never stamped ahead of "
+                           "the wall clock)")
+    beat.add_argument("--lateness", type=_seconds, default=None, metavar="SECONDS",
+                      help="the processor's allowed lateness, added to the last window's "
+                           "end (default: $ALLOWED_LATENESS_S, else 30)")
     csvg = rep.add_argument_group("WebTRIS CSV input")
     csvg.add_argument("--site-id", metavar="ID", help="site_id for every CSV row (default: "
                       "the 'Site Name' column up to its first ';')")
@@ -144,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--duration", metavar="SPAN", help="stop after this long, e.g. 10m "
                      "(default: run until Ctrl-C)")
     _add_model(run, "random seed of the models (default: 0)")
+    beats = run.add_argument_group("heartbeats")
+    beats.add_argument("--heartbeat-s", type=_seconds, default=60.0, metavar="SECONDS",
+                       help="send a heartbeat per site at every multiple of SECONDS of the "
+                            "wall clock, stamped with it, after the site's readings stamped "
+                            "before it (default: 60, on the minute; 0 turns them off)")
+    beats.add_argument("--no-heartbeats", dest="heartbeat_s", action="store_const", const=0.0,
+                       help="send no heartbeats (same as --heartbeat-s 0)")
     _add_faults(run, "ahead")
     _add_kafka(run)
 

@@ -22,7 +22,7 @@ from .generate import FeedOptions, Summary, select_sites, write_feed
 from .live import LiveRunner
 from .progress import Progress, format_summary
 from .publish import FileSink, KafkaSink, Sink
-from .replay import file_anchor, read_jsonl
+from .replay import Closing, file_anchor, read_jsonl
 from .replay import replay as send_lines
 from .webtris import webtris_lines
 
@@ -40,7 +40,8 @@ def _options(args: argparse.Namespace, start: float, duration_s: float) -> FeedO
         start=start, duration_s=duration_s, seed=args.seed, frames=args.frames,
         interval_s=args.interval, rate_scale=args.rate_scale, episode_scale=args.episodes,
         sites=tuple(s for s in args.sites.split(",") if s.strip()), faults=_faults(args),
-        lateness_s=settings.allowed_lateness_s, max_skew_s=settings.max_clock_skew_s)
+        lateness_s=settings.allowed_lateness_s, max_skew_s=settings.max_clock_skew_s,
+        heartbeat_s=args.heartbeat_s)
 
 
 def _summary_lines(summary: Summary, elapsed: float) -> dict[str, object]:
@@ -49,6 +50,7 @@ def _summary_lines(summary: Summary, elapsed: float) -> dict[str, object]:
     return {
         "messages": f"{summary.messages:,}",
         "readings": f"{summary.readings:,}",
+        "heartbeats": f"{summary.heartbeats:,}" if summary.heartbeats else "none",
         "faults injected": ", ".join(f"{k} {v:,}" for k, v in faults.items()) or "none",
         "expected dead letters": ", ".join(f"{k} {v:,}" for k, v in dead.items()) or "none",
         "expected accepted": f"{summary.expected_accepted:,}",
@@ -125,18 +127,30 @@ def replay(args: argparse.Namespace, registry: Registry) -> int:
     if args.rebase_now:
         offset = round(time.time() - file_anchor(args.file, lines()), 3)
     total = sum(1 for _ in lines())
+    closing = None
+    if not args.no_heartbeats:
+        settings = Settings.from_env()
+        closing = Closing(settings.allowed_lateness_s if args.lateness is None
+                          else args.lateness, settings.max_clock_skew_s)
     sink = _sink(args)
     bar = Progress("replaying", total)
     with _Interrupt() as stopped:
         try:
             stats = send_lines(lines(), sink, speed=args.speed, offset=offset,
-                               progress=bar, stop=stopped)
+                               progress=bar, stop=stopped, closing=closing)
         finally:
             sink.close()
             bar.close()
+    beats = f"{stats.heartbeats - stats.closing:,} from the file, {stats.closing:,} closing"
+    if closing is None:
+        beats += " (--no-heartbeats)"
+    else:
+        beats += f" (last window end + {closing.lateness_s:g} s"
+        beats += f"; {stats.held:,} held at now)" if stats.held else ")"
     info: dict[str, object] = {
-        "messages": f"{stats.messages:,} of {total:,}",
+        "messages": f"{stats.messages:,} ({total:,} in the file)",
         "readings": f"{stats.readings:,}",
+        "heartbeats": beats,
         "topics": ", ".join(f"{args.topic_prefix}{k} {v:,}" for k, v in stats.topics.items()),
         "rebased by": f"{offset:+,.3f} s" if args.rebase_now else "no",
         "elapsed": f"{stats.elapsed_s:.1f} s",

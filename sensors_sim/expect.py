@@ -4,7 +4,9 @@ The rules are CONTRACT.md §2–3: undecodable bytes (``decode``), a missing or 
 (``schema``), a value out of range (``range``), a time stamped more than the allowed clock
 skew ahead of the processor's clock (``future``), and a reading whose smallest window is
 already closed by the site's watermark (``late``). The watermark is the largest time among
-the site's accepted readings; a window [start, end) closes once it reaches end + lateness.
+the site's accepted readings and heartbeats; a window [start, end) closes once it reaches
+end + lateness. Heartbeats are counted apart: they are not readings. The simulator never
+stamps one ahead of the clock that sends it, so none is expected to be ``future``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,8 @@ class Expectation:
     readings: int = 0
     """Records the processor accounts for: every row of a decodable message, and one per
     undecodable message."""
+    heartbeats: int = 0
+    """Heartbeats, apart from the readings."""
     deadletter: Counter[str] | None = None
     watermark: float = -np.inf
 
@@ -80,10 +84,13 @@ class Expectation:
 
 
 def expect_site(batch: Batch, plan: MessagePlan, clock: F64 | float, *, lateness_s: float,
-                max_skew_s: float, watermark: float = -np.inf) -> Expectation:
+                max_skew_s: float, watermark: float = -np.inf,
+                beats: tuple[F64, NDArray[np.intp]] | None = None) -> Expectation:
     """Predict the processor's verdict on one site's delivery-ordered rows and messages.
 
     ``clock`` is the processor's clock when each row arrives (a scalar, or one per row).
+    ``beats`` is the site's heartbeats in sending order: their ``ts``, and how many of the
+    rows are sent before each.
     """
     n = len(batch)
     gone = np.zeros(n, dtype=bool)
@@ -99,10 +106,16 @@ def expect_site(batch: Batch, plan: MessagePlan, clock: F64 | float, *, lateness
     moving = ok & ~future
     marks = np.concatenate(([watermark], np.where(moving, ts, -np.inf)))
     wm_before = np.maximum.accumulate(marks)[:-1]
+    beat_ts, beat_rows = beats if beats is not None else (np.zeros(0), np.zeros(0, np.intp))
+    if beat_ts.size:
+        # heartbeat j comes before row i when beat_rows[j] <= i
+        k = np.searchsorted(beat_rows, np.arange(n), side="right")
+        passed = np.maximum.accumulate(beat_ts)
+        wm_before = np.maximum(wm_before, np.where(k > 0, passed[np.maximum(k - 1, 0)], -np.inf))
     w = SMALLEST_WINDOW_S[batch.topic]
     late = moving & (wm_before >= np.floor(ts / w) * w + w + lateness_s)
     counts = Counter(decode=int(plan.decode.sum()), schema=int(schema.sum()),
                      range=int(rng_bad.sum()), future=int(future.sum()), late=int(late.sum()))
-    final = float(np.max(marks)) if marks.size else watermark
-    return Expectation(readings=int(n - gone.sum() + plan.decode.sum()), deadletter=+counts,
-                       watermark=final)
+    final = max(float(np.max(marks)), float(np.max(beat_ts, initial=-np.inf)))
+    return Expectation(readings=int(n - gone.sum() + plan.decode.sum()),
+                       heartbeats=int(beat_ts.size), deadletter=+counts, watermark=final)

@@ -9,7 +9,7 @@ result into the dead-letter counts the processor will report.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -83,12 +83,16 @@ class SiteRows:
     """Fault kind -> which rows carry it (stuck, duplicate copy, spike, skew, out_of_order)."""
     dropped_ts: F64
     """Event times of the readings lost in dropouts."""
+    gaps: F64 = field(default_factory=lambda: np.zeros((0, 2)))
+    """The dropout gaps, one ``[start, end)`` row each (s): the sensor is off the air, so
+    it sends no heartbeat inside one either."""
 
 
 def _spells(ts: F64, span: tuple[float, float], share: float, length_s: tuple[float, float],
-            rng: np.random.Generator) -> tuple[NDArray[np.intp], NDArray[np.bool_]]:
+            rng: np.random.Generator) -> tuple[NDArray[np.intp], NDArray[np.bool_], F64]:
     """Draw spells covering about ``share`` of the time span; for each row, the first row of
-    the latest spell started at or before it, and whether the row is inside that spell."""
+    the latest spell started at or before it, and whether the row is inside that spell;
+    and the spells themselves, one ``[start, end)`` row each."""
     mean = 0.5 * (length_s[0] + length_s[1])
     n = int(rng.poisson(share * (span[1] - span[0]) / mean))
     starts = np.sort(rng.uniform(span[0] - mean, span[1], n))  # spells already running count
@@ -97,16 +101,17 @@ def _spells(ts: F64, span: tuple[float, float], share: float, length_s: tuple[fl
     inside = pos >= 0
     inside[inside] = ts[inside] < ends[pos[inside]]
     first = np.searchsorted(ts, starts[np.maximum(pos, 0)], side="left") if n else pos
-    return np.asarray(first, dtype=np.intp), inside
+    return np.asarray(first, dtype=np.intp), inside, np.column_stack((starts, ends))
 
 
 def _dropout(b: Batch, share: float, span: tuple[float, float], rng: np.random.Generator
-             ) -> tuple[Batch, F64]:
-    """Remove the rows inside gaps; return the rest and the times of the removed rows."""
-    if share <= 0 or len(b) == 0:
-        return b, np.zeros(0)
-    _, gone = _spells(b.ts, span, share, DROPOUT_S, rng)
-    return b.take(~gone), b.ts[gone]
+             ) -> tuple[Batch, F64, F64]:
+    """Remove the rows inside gaps; return the rest, the times of the removed rows and the
+    gaps (drawn for a site with no readings too: a quiet road's sensor can be off the air)."""
+    if share <= 0:
+        return b, np.zeros(0), np.zeros((0, 2))
+    _, gone, gaps = _spells(b.ts, span, share, DROPOUT_S, rng)
+    return b.take(~gone), b.ts[gone], gaps
 
 
 def _stuck(b: Batch, share: float, span: tuple[float, float], rng: np.random.Generator
@@ -115,7 +120,7 @@ def _stuck(b: Batch, share: float, span: tuple[float, float], rng: np.random.Gen
     hit = np.zeros(len(b), dtype=bool)
     if share <= 0 or len(b) == 0:
         return hit
-    src, inside = _spells(b.ts, span, share, STUCK_S, rng)
+    src, inside, _ = _spells(b.ts, span, share, STUCK_S, rng)
     hit = inside & (src < np.arange(len(b)))
     names = _TRAFFIC_STUCK if b.topic == TRAFFIC_TOPIC else [
         k for k in b.columns if k.endswith(("_ugm3", "_mgm3"))]
@@ -146,7 +151,7 @@ def apply_row_faults(batch: Batch, rates: FaultRates, rng: np.random.Generator,
     ``skew_anchor``: a clock skewed ahead stamps ``max(ts, anchor) + 10 min..2 h`` — the end
     of the data for a file (future once replayed with ``--rebase-now``), None when live.
     """
-    b, dropped = _dropout(batch, rates.dropout, span, rng)
+    b, dropped, gaps = _dropout(batch, rates.dropout, span, rng)
     b = b.take(np.arange(len(b)))  # own copy: faults below write into the columns
     stuck = _stuck(b, rates.stuck, span, rng)
     dup = np.zeros(len(b), dtype=bool)
@@ -178,7 +183,7 @@ def apply_row_faults(batch: Batch, rates: FaultRates, rng: np.random.Generator,
     marks = {"stuck": stuck, "duplicate": dup, "spike": kind == 0, "skew": kind == 1,
              "out_of_order": kind == 2}
     return SiteRows(b.take(order), deliver[order], true_ts[order],
-                    {k: v[order] for k, v in marks.items()}, dropped)
+                    {k: v[order] for k, v in marks.items()}, dropped, gaps)
 
 
 @dataclass

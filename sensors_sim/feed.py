@@ -5,6 +5,13 @@ printed by orjson (shortest round-trip form), so equal inputs give equal bytes. 
 undecodable message is written as ``{"topic", "key", "value_b64"}`` (base64 of the raw
 bytes), which ``replay`` sends verbatim. Lines are ordered by (delivery time, topic,
 site_id); a frame is placed at its first row's delivery time.
+
+A site's heartbeats (:mod:`sensors_sim.heartbeat`) go in among its messages: each after
+every message holding a reading stamped before it, so its claim ("everything stamped
+before ``ts`` has been sent") is true. A reading from a skewed clock is the fault of a
+broken clock and is not covered. Where that would put a heartbeat behind a reading stamped
+after it (only a late-delivered reading can do that), the heartbeat is left out: it would
+tell the processor nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from numpy.typing import NDArray
 
 from .batch import TRAFFIC_TOPIC, Batch
 from .faults import MessagePlan
+from .heartbeat import heartbeat_value
 
-__all__ = ["SiteMessages", "merge", "render_line"]
+__all__ = ["Beats", "SiteMessages", "merge", "render_line"]
 
 F64 = NDArray[np.float64]
 _BAD_TEXT = {"speed_kph": "fast", "lane": "left"}
@@ -43,6 +51,26 @@ def raw_line(topic: str, key: str | None, raw: bytes) -> bytes:
     return orjson.dumps({"topic": topic, "key": key, "value_b64": b64})
 
 
+@dataclass(frozen=True)
+class Beats:
+    """A site's heartbeats, in sending order."""
+
+    ts: F64
+    """Each heartbeat's ``ts`` (epoch s)."""
+    due: F64
+    """When each is sent (s): its ``ts``, or later when a reading stamped before it is
+    delivered late."""
+    after: NDArray[np.intp]
+    """How many of the site's messages are sent before each."""
+
+    def __len__(self) -> int:
+        return int(self.ts.size)
+
+
+def _no_beats() -> Beats:
+    return Beats(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.intp))
+
+
 @dataclass
 class SiteMessages:
     """One site's messages, ready to render in delivery order."""
@@ -55,10 +83,50 @@ class SiteMessages:
     marks: dict[str, NDArray[np.bool_]] = field(default_factory=dict)
     """Row faults by kind, one flag per row (see sensors_sim.faults.SiteRows)."""
     dropped_ts: F64 = field(default_factory=lambda: np.zeros(0))
+    beat_ts: F64 = field(default_factory=lambda: np.zeros(0))
+    """Heartbeat instants wanted (epoch s, ascending); see :attr:`beats` for those sent."""
 
     def __post_init__(self) -> None:
         self._names = list(self.batch.columns)
         self._lists = [self.batch.columns[k].tolist() for k in self._names]
+        self.beats = self._place_beats(self.beat_ts)
+
+    def _place_beats(self, wanted: F64) -> Beats:
+        """Place each wanted heartbeat after the site's messages holding readings stamped
+        before it; drop those that would follow a reading stamped after them."""
+        if wanted.size == 0:
+            return _no_beats()
+        keys, n_msg = self.keys, len(self.plan)
+        if n_msg == 0:
+            return Beats(wanted, wanted.copy(), np.zeros(wanted.size, dtype=np.intp))
+        stamp = self.batch.ts
+        trusted = ~self.marks["skew"] if "skew" in self.marks else np.ones(stamp.size, bool)
+        msg_of_row = np.repeat(np.arange(n_msg), self.plan.ends - self.plan.starts)
+        # p: 1 + the last message holding a trusted reading stamped before the heartbeat
+        order = np.argsort(np.where(trusted, stamp, np.inf), kind="stable")
+        sorted_ts = np.where(trusted, stamp, np.inf)[order]
+        last_msg = np.maximum.accumulate(msg_of_row[order]) if order.size else msg_of_row
+        before = np.searchsorted(sorted_ts, wanted, side="left")
+        p = np.where(before > 0, last_msg[np.maximum(before - 1, 0)] + 1, 0)
+        due = np.where(p > 0, np.maximum(wanted, keys[np.maximum(p - 1, 0)]), wanted)
+        # messages sent before the heartbeat: those due earlier, and the first p
+        q = np.maximum(p, np.searchsorted(keys, due, side="left"))
+        newest = np.maximum.reduceat(np.where(trusted, stamp, -np.inf), self.plan.starts)
+        newest = np.maximum.accumulate(newest)
+        stale = (q > 0) & (newest[np.maximum(q - 1, 0)] > wanted)
+        keep = ~stale
+        return Beats(wanted[keep], due[keep], q[keep].astype(np.intp))
+
+    def beat_rows(self, h: int | None = None) -> NDArray[np.intp]:
+        """How many of the site's rows are sent before each of the first ``h`` heartbeats."""
+        ends = np.concatenate((np.zeros(1, dtype=np.intp), self.plan.ends))
+        return ends[self.beats.after[:h]].astype(np.intp)
+
+    def render_beat(self, j: int) -> bytes:
+        """Return the JSONL line of heartbeat ``j``: on the site's topic, keyed by site."""
+        sid = self.batch.site_id
+        return render_line(self.batch.topic, sid,
+                           heartbeat_value(sid, float(self.beats.ts[j])))
 
     @property
     def keys(self) -> F64:
@@ -127,17 +195,34 @@ class SiteMessages:
             value[name] = text
 
 
-def merge(sites: Sequence[SiteMessages]) -> Iterator[tuple[float, int, bytes]]:
-    """Yield (delivery time, site index, line) in (time, topic, site_id, sequence) order."""
+def _sequence(site: SiteMessages) -> tuple[F64, NDArray[np.int64], NDArray[np.int64]]:
+    """A site's messages and heartbeats in sending order: (time, position, item), where
+    item m >= 0 is message m and -1 - j heartbeat j."""
+    keys, beats = site.keys, site.beats
+    n_msg = keys.size
+    msg_pos = np.arange(n_msg) + np.searchsorted(beats.after, np.arange(n_msg), side="right")
+    beat_pos = beats.after + np.arange(len(beats))
+    times = np.concatenate((keys, beats.due))
+    pos = np.concatenate((msg_pos, beat_pos)).astype(np.int64)
+    item = np.concatenate((np.arange(n_msg), -1 - np.arange(len(beats)))).astype(np.int64)
+    return times, pos, item
+
+
+def merge(sites: Sequence[SiteMessages]) -> Iterator[tuple[float, int, int, bytes]]:
+    """Yield (delivery time, site index, item, line) in (time, topic, site_id, sequence)
+    order; item m >= 0 is the site's message m, -1 - j its heartbeat j."""
     if not sites:
         return
     order = sorted(range(len(sites)), key=lambda s: (sites[s].batch.topic, sites[s].batch.site_id))
-    keys = [sites[s].keys for s in order]
-    site_ix = np.concatenate([np.full(k.size, r, dtype=np.int64) for r, k in enumerate(keys)])
-    msg_ix = np.concatenate([np.arange(k.size) for k in keys])
-    times = np.concatenate(keys)
-    perm = np.lexsort((msg_ix, site_ix, times))
-    for t, r, m in zip(times[perm].tolist(), site_ix[perm].tolist(), msg_ix[perm].tolist(),
+    seqs = [_sequence(sites[s]) for s in order]
+    site_ix = np.concatenate([np.full(t.size, r, dtype=np.int64)
+                              for r, (t, _, _) in enumerate(seqs)])
+    pos = np.concatenate([p for _, p, _ in seqs])
+    items = np.concatenate([i for _, _, i in seqs])
+    times = np.concatenate([t for t, _, _ in seqs])
+    perm = np.lexsort((pos, site_ix, times))
+    for t, r, m in zip(times[perm].tolist(), site_ix[perm].tolist(), items[perm].tolist(),
                        strict=True):
-        yield t, order[r], sites[order[r]].render(m)
+        site = sites[order[r]]
+        yield t, order[r], m, site.render(m) if m >= 0 else site.render_beat(-1 - m)
 

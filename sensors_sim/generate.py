@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from numpy.typing import NDArray
 
 from thurrock_streams.registry import Registry
 
@@ -22,6 +23,7 @@ from .errors import UsageError
 from .expect import REASONS, expect_site
 from .faults import FAULT_KINDS, FaultRates, apply_row_faults, plan_messages
 from .feed import SiteMessages, merge
+from .heartbeat import beat_times
 from .traffic import simulate_traffic
 
 __all__ = ["FeedOptions", "Summary", "build_feed", "select_sites", "write_feed"]
@@ -48,6 +50,9 @@ class FeedOptions:
     faults: FaultRates = field(default_factory=FaultRates)
     lateness_s: float = 30.0
     max_skew_s: float = 300.0
+    heartbeat_s: float = 0.0
+    """Heartbeat interval, seconds: one heartbeat per site at every multiple of it (epoch-
+    aligned); 0 sends none."""
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -58,6 +63,8 @@ class FeedOptions:
             raise UsageError("--interval must be positive")
         if not (self.rate_scale >= 0 and self.episode_scale >= 0):
             raise UsageError("--rate-scale and --episodes must be >= 0")
+        if not (self.heartbeat_s == 0 or 1 <= self.heartbeat_s < float("inf")):
+            raise UsageError("--heartbeat-s must be 0 (no heartbeats) or at least 1 second")
 
     @property
     def end(self) -> float:
@@ -70,7 +77,11 @@ class Summary:
     """What a run produced; written next to a generated file as ``FILE.summary.json``."""
 
     messages: int = 0
+    """Kafka messages (lines of a file): readings, frames and heartbeats."""
     readings: int = 0
+    """Records the processor accounts for as readings (heartbeats are not readings)."""
+    heartbeats: int = 0
+    """Heartbeat messages, counted apart from the readings (CONTRACT.md §3)."""
     faults: Counter[str] = field(default_factory=Counter)
     expected_deadletter: Counter[str] = field(default_factory=Counter)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +96,7 @@ class Summary:
         return {
             "messages": self.messages,
             "readings": self.readings,
+            "heartbeats": self.heartbeats,
             "faults": {k: self.faults.get(k, 0) for k in FAULT_KINDS},
             "expected_deadletter": {k: self.expected_deadletter.get(k, 0) for k in REASONS},
             "expected_accepted": self.expected_accepted,
@@ -129,15 +141,39 @@ def plan_site(batch: Batch, opts: FeedOptions, period: int, all_ids: list[str],
     """Apply a site's faults and cut its rows into messages (seeded per site and period).
 
     Live, a frame holds the rows of one 10-second slot at most and is sent when complete.
+    With heartbeats (``opts.heartbeat_s``), one is wanted at every multiple of the interval
+    in ``(span[0], span[1]]`` outside the site's dropout gaps, and no frame spans one.
     """
     key = site_key(batch.site_id)
     rows = apply_row_faults(batch, opts.faults, rng_for(opts.seed, key, Stream.FAULTS, period),
                             span, skew_anchor, opts.interval_s)
     others = [s for s in all_ids if s != batch.site_id]
-    buckets = np.floor(rows.deliver / LIVE_FRAME_S).astype(np.int64) if live else None
+    slots: list[NDArray[np.int64]] = []
+    if live:
+        slots.append(np.floor(rows.deliver / LIVE_FRAME_S).astype(np.int64))
+    beats = np.zeros(0)
+    if opts.heartbeat_s:
+        slots.append(np.floor(rows.deliver / opts.heartbeat_s).astype(np.int64))
+        beats = beat_times(span[0], span[1], opts.heartbeat_s)
+        off_air = np.zeros(beats.size, dtype=bool)
+        for a, b in rows.gaps.tolist():
+            off_air |= (beats >= a) & (beats < b)
+        beats = beats[~off_air]
     plan = plan_messages(len(rows.batch), opts.frames, opts.faults,
-                         rng_for(opts.seed, key, Stream.MESSAGES, period), others, buckets)
-    return SiteMessages(rows.batch, plan, rows.deliver, live, rows.marks, rows.dropped_ts)
+                         rng_for(opts.seed, key, Stream.MESSAGES, period), others,
+                         _buckets(slots))
+    return SiteMessages(rows.batch, plan, rows.deliver, live, rows.marks, rows.dropped_ts,
+                        beats)
+
+
+def _buckets(slots: list[NDArray[np.int64]]) -> NDArray[np.int64] | None:
+    """One bucket number per row, new wherever any of the slot numbers changes."""
+    if not slots:
+        return None
+    change = np.zeros(slots[0].size, dtype=bool)
+    for s in slots:
+        change[1:] |= s[1:] != s[:-1]
+    return np.cumsum(change).astype(np.int64)
 
 
 def build_feed(registry: Registry, opts: FeedOptions, progress: Progress | None = None
@@ -149,9 +185,11 @@ def build_feed(registry: Registry, opts: FeedOptions, progress: Progress | None 
     for batch in site_batches(registry, opts, opts.start, opts.end, progress):
         msgs = plan_site(batch, opts, 0, all_ids, (opts.start, opts.end), skew_anchor=opts.end)
         exp = expect_site(msgs.batch, msgs.plan, opts.end, lateness_s=opts.lateness_s,
-                          max_skew_s=opts.max_skew_s)
-        summary.messages += len(msgs.plan)
+                          max_skew_s=opts.max_skew_s,
+                          beats=(msgs.beats.ts, msgs.beat_rows()))
+        summary.messages += len(msgs.plan) + len(msgs.beats)
         summary.readings += exp.readings
+        summary.heartbeats += exp.heartbeats
         summary.faults += msgs.fault_counts()
         summary.expected_deadletter += exp.deadletter or Counter()
         sites.append(msgs)
@@ -159,13 +197,14 @@ def build_feed(registry: Registry, opts: FeedOptions, progress: Progress | None 
         "seed": opts.seed, "start": format_instant(opts.start), "duration_s": opts.duration_s,
         "end": format_instant(opts.end), "frames": opts.frames, "interval_s": opts.interval_s,
         "rate_scale": opts.rate_scale, "episode_scale": opts.episode_scale,
+        "heartbeat_s": opts.heartbeat_s,
         "sites": {"traffic": sum(b.batch.topic == "traffic.readings" for b in sites),
                   "air": sum(b.batch.topic == "air.readings" for b in sites)},
         "fault_rates": opts.faults.as_dict(),
         "assumes": {"allowed_lateness_s": opts.lateness_s, "max_clock_skew_s": opts.max_skew_s,
                     "replay": "--speed max; with skew ahead also --rebase-now"},
     }
-    return (line for _, _, line in merge(sites)), summary
+    return (line for *_, line in merge(sites)), summary
 
 
 def write_feed(path: Path, registry: Registry, opts: FeedOptions,

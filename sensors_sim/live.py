@@ -4,6 +4,11 @@ Readings are simulated in 5-minute blocks (faults included, seeded per block) an
 message is sent when the wall clock reaches its delivery time; a frame holds at most one
 10-second slot of a site and is sent when complete. A clock skewed ahead stamps a reading
 10 min–2 h into the future, which the processor dead-letters as ``future``.
+
+With ``opts.heartbeat_s`` each site also sends a heartbeat at every multiple of that
+interval of the wall clock, stamped with that instant, once every reading of the site
+stamped before it has gone (:mod:`sensors_sim.heartbeat`); a block ``[a, b)`` sends those
+in ``(a, b]``. No frame spans a heartbeat instant, and none is sent inside a dropout gap.
 """
 
 from __future__ import annotations
@@ -70,16 +75,18 @@ class LiveRunner:
                                     self.opts.rate_scale, self.opts.episode_scale))
         return out
 
-    def _account(self, site: SiteMessages, sent: int) -> None:
+    def _account(self, site: SiteMessages, sent: int, beats: int) -> None:
         part = site.head(sent)
         exp: Expectation = expect_site(
             part.batch, part.plan, part.deliver, lateness_s=self.opts.lateness_s,
             max_skew_s=self.opts.max_skew_s,
-            watermark=self._watermarks.get(site.batch.site_id, -math.inf))
+            watermark=self._watermarks.get(site.batch.site_id, -math.inf),
+            beats=(site.beats.ts[:beats], site.beat_rows(beats)))
         self._watermarks[site.batch.site_id] = exp.watermark
-        self.summary.messages += sent
+        self.summary.messages += sent + beats
         self.summary.faults += part.fault_counts()
         self.summary.readings += exp.readings
+        self.summary.heartbeats += exp.heartbeats
         self.summary.expected_deadletter += exp.deadletter or Counter()
 
     def _block(self, a: float, b: float, all_ids: list[str]) -> bool:
@@ -89,8 +96,9 @@ class LiveRunner:
             sites.append(plan_site(batch, self.opts, int(a // BLOCK_S), all_ids, (a, b),
                                    skew_anchor=None, live=True))
         sent = [0] * len(sites)
+        beats = [0] * len(sites)
         running = True
-        for due, s, line in merge(sites):
+        for due, s, m, line in merge(sites):
             while running and (wait := due - self.clock()) > 0:
                 running = not self.stop()
                 if running:
@@ -99,11 +107,14 @@ class LiveRunner:
                 running = False
                 break
             self.sink.send(*message_from_line(orjson.loads(line)))
-            sent[s] += 1
+            if m >= 0:
+                sent[s] += 1
+            else:
+                beats[s] += 1
             if self.on_message:
                 self.on_message(1)
-        for site, k in zip(sites, sent, strict=True):
-            self._account(site, k)
+        for site, k, h in zip(sites, sent, beats, strict=True):
+            self._account(site, k, h)
         return running
 
     def run(self, duration_s: float | None = None) -> Summary:

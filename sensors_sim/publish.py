@@ -9,11 +9,12 @@ from typing import Any, BinaryIO, Protocol
 
 import orjson
 
+from thurrock_streams.adapters.kafka import kafka_python_options
 from thurrock_streams.settings import Settings
 
 from .errors import PublishError
 
-__all__ = ["FileSink", "KafkaSink", "Message", "Sink", "message_from_line"]
+__all__ = ["FileSink", "KafkaSink", "Message", "Sink", "message_from_line", "producer_config"]
 
 #: (topic without prefix, key, value bytes)
 Message = tuple[str, str | None, bytes]
@@ -41,6 +42,13 @@ def message_from_line(obj: Mapping[str, Any]) -> Message:
     return str(obj["topic"]), key, orjson.dumps(obj["value"])
 
 
+def producer_config(bootstrap: str, settings: Settings) -> dict[str, Any]:
+    """The simulator's kafka-python producer options: acks=all, a small linger, and the
+    Kafka security of ``settings`` from the project's one builder (adapters/kafka.py)."""
+    return {"bootstrap_servers": bootstrap.split(","), "acks": "all", "linger_ms": 20,
+            "client_id": "sensors-sim", **kafka_python_options(settings)}
+
+
 class KafkaSink:
     """Publishes to Kafka with kafka-python: acks=all, keyed by site, small linger."""
 
@@ -49,17 +57,7 @@ class KafkaSink:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError
 
-        s = settings or Settings.from_env()
-        config: dict[str, Any] = {
-            "bootstrap_servers": bootstrap.split(","), "acks": "all", "linger_ms": 20,
-            "client_id": "sensors-sim", "security_protocol": s.kafka_security_protocol,
-        }
-        if s.kafka_security_protocol.startswith("SASL"):
-            config.update(sasl_mechanism=s.kafka_sasl_mechanism,
-                          sasl_plain_username=s.kafka_sasl_username,
-                          sasl_plain_password=s.kafka_sasl_password.get())
-        if s.kafka_ssl_cafile:
-            config["ssl_cafile"] = s.kafka_ssl_cafile
+        config = producer_config(bootstrap, settings or Settings.from_env())
         try:
             self._producer = KafkaProducer(**config)
         except KafkaError as exc:

@@ -4,10 +4,19 @@ The lines come from a JSONL feed (or an expanded WebTRIS CSV). Pacing follows ev
 message i waits until (t_i - t_0) / N seconds after the start, where t_i is the earliest
 reading time in the message; a time further ahead than the next message's is ignored, so
 one broken clock cannot stall the replay.
+
+Unless told not to (``closing=None``), a replay that reaches the end of its lines ends each
+site's feed with a heartbeat (:mod:`sensors_sim.heartbeat`) stamped at the end of the
+longest window holding the site's latest reading plus the allowed lateness, so the
+processor closes and writes every window of the feed at once instead of waiting for its
+clock. A heartbeat is a promise about the past, so one is never stamped ahead of the wall
+clock that sends it: for a feed that ends near now (``--rebase-now``) it is held at now,
+and the windows still open then close as the processor's clock passes them.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,10 +27,11 @@ import orjson
 
 from .clock import parse_instant
 from .errors import InputFormatError, UsageError
+from .heartbeat import LAST_WINDOW_S, closing_ts, heartbeat_value, is_heartbeat
 from .publish import Sink, message_from_line
 
-__all__ = ["Pacer", "ReplayStats", "file_anchor", "message_time", "read_jsonl", "replay",
-           "shift_value"]
+__all__ = ["Closing", "Pacer", "ReplayStats", "file_anchor", "message_time", "read_jsonl",
+           "replay", "shift_value"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -145,14 +155,41 @@ class Pacer:
             self._sleep(delay)
 
 
+@dataclass(frozen=True)
+class Closing:
+    """How a replay ends each site's feed: with a heartbeat past its last window."""
+
+    lateness_s: float = 30.0
+    """The processor's ``ALLOWED_LATENESS_S``: added to the last window's end."""
+    max_skew_s: float = 300.0
+    """The processor's ``MAX_CLOCK_SKEW_S``: a reading stamped further ahead of the clock
+    is dead-lettered ``future``, so it moves no window and is not waited for."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lateness_s < float("inf"):
+            raise UsageError("--lateness must be a number of seconds >= 0")
+
+
 @dataclass
 class ReplayStats:
     """Counts of what a replay sent."""
 
     messages: int = 0
+    """Every message: readings, frames and heartbeats."""
     readings: int = 0
+    """Readings (a frame counts its rows); heartbeats are not readings."""
+    heartbeats: int = 0
+    """Heartbeats: those in the file and the closing ones."""
+    closing: int = 0
+    """Closing heartbeats, one per site at most."""
+    held: int = 0
+    """Closing heartbeats held at the wall clock (their last window ends in the future)."""
     topics: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    _latest: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+    """(topic, site_id) -> latest ts sent: of a reading that is not ``future``."""
+    _beaten: dict[tuple[str, str], float] = field(default_factory=dict, repr=False)
+    """(topic, site_id) -> latest heartbeat ts sent."""
 
     @property
     def rate(self) -> float:
@@ -171,30 +208,53 @@ def _readings(obj: dict[str, Any]) -> int:
 def replay(lines: Iterable[dict[str, Any]], sink: Sink, *, speed: float | None = None,
            offset: float = 0.0, pacer: Pacer | None = None,
            progress: Callable[[int], None] | None = None,
-           clock: Clock = time.monotonic, stop: Callable[[], bool] = lambda: False
-           ) -> ReplayStats:
-    """Send every line to ``sink`` in file order, ts moved by ``offset``, paced at ``speed``.
+           clock: Clock = time.monotonic, stop: Callable[[], bool] = lambda: False,
+           closing: Closing | None = None, now: Clock = time.time) -> ReplayStats:
+    """Send every line to ``sink`` in file order, ts moved by ``offset``, paced at ``speed``;
+    then, with ``closing``, one closing heartbeat per site (``now`` is the wall clock).
 
-    Stops early, between two messages, once ``stop()`` returns True.
+    Stops early, between two messages, once ``stop()`` returns True; a stopped replay sends
+    no closing heartbeat (the feed did not end).
     """
     pacer = pacer or Pacer(speed, clock)
     stats = ReplayStats()
     wall0 = clock()
     prev: dict[str, Any] | None = None
     prev_t: float | None = None
+    stopped = False
     for obj in _with_end(iter(lines)):
         t = message_time(obj) if obj is not None else None
         if stop():
+            stopped = True
             break
         if prev is not None:
             pace = prev_t if t is None or prev_t is None else min(prev_t, t)
             pacer.wait(None if pace is None else pace + offset)
-            _send(prev, sink, offset, stats)
+            _send(prev, sink, offset, stats, closing, now)
             if progress:
                 progress(1)
         prev, prev_t = obj, t
+    if closing is not None and not stopped:
+        _close(sink, stats, closing, now)
     stats.elapsed_s = clock() - wall0
     return stats
+
+
+def _close(sink: Sink, stats: ReplayStats, closing: Closing, now: Clock) -> None:
+    """Send each site's closing heartbeat, in (topic, site_id) order."""
+    for (topic, site), last in sorted(stats._latest.items()):
+        ts = closing_ts(last, topic, closing.lateness_s)
+        cap = round(now(), 3)
+        held = ts > cap
+        ts = min(ts, cap)
+        if ts <= max(last, stats._beaten.get((topic, site), -math.inf)):
+            continue  # it would tell the processor nothing
+        sink.send(topic, site, orjson.dumps(heartbeat_value(site, ts)))
+        stats.messages += 1
+        stats.heartbeats += 1
+        stats.closing += 1
+        stats.held += held
+        stats.topics[topic] = stats.topics.get(topic, 0) + 1
 
 
 def _with_end(lines: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any] | None]:
@@ -202,11 +262,30 @@ def _with_end(lines: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any] | None
     yield None
 
 
-def _send(obj: dict[str, Any], sink: Sink, offset: float, stats: ReplayStats) -> None:
+def _send(obj: dict[str, Any], sink: Sink, offset: float, stats: ReplayStats,
+          closing: Closing | None, now: Clock) -> None:
     if offset and "value" in obj:
         obj = {**obj, "value": shift_value(obj["value"], offset)}
     topic, key, value = message_from_line(obj)
     sink.send(topic, key, value)
     stats.messages += 1
-    stats.readings += _readings(obj)
     stats.topics[topic] = stats.topics.get(topic, 0) + 1
+    beat = is_heartbeat(obj.get("value"))
+    if beat:
+        stats.heartbeats += 1
+    else:
+        stats.readings += _readings(obj)
+    site = obj["value"].get("site_id") if isinstance(obj.get("value"), dict) else None
+    if closing is None or topic not in LAST_WINDOW_S or not isinstance(site, str):
+        return
+    times = _times(obj["value"])
+    if not times:
+        return
+    where = (topic, site)
+    if beat:
+        stats._beaten[where] = max(stats._beaten.get(where, -math.inf), *times)
+        return
+    horizon = now() + closing.max_skew_s
+    ok = [t for t in times if t <= horizon]
+    if ok:
+        stats._latest[where] = max(stats._latest.get(where, -math.inf), *ok)

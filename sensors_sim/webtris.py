@@ -203,5 +203,5 @@ def webtris_lines(path: Path, registry: Registry, seed: int = 0, site_id: str | 
     for batch in read_webtris(str(path), registry, seed, site_id, local_uk):
         plan = plan_messages(len(batch), frames, FaultRates(), np.random.default_rng(0), [])
         sites.append(SiteMessages(batch, plan, batch.ts))
-    for _, _, line in merge(sites):
+    for *_, line in merge(sites):
         yield orjson.loads(line)

@@ -4,9 +4,10 @@ The window engine closes 15-minute and 1-hour windows per site; this module turn
 into per-pollutant records. Rules beyond the engine's:
 
 - A pollutant's windows are written only between the site's first and last sample *of
-  that pollutant* (CONTRACT.md §3). A window closed after a pollutant's latest sample is
-  held back; it is written (empty: no mean, capture 0, invalid) once a later sample of
-  that pollutant shows it lies inside the pollutant's span, and never otherwise.
+  that pollutant*, or a later heartbeat of the monitor (CONTRACT.md §3). A window closed
+  after that is held back; it is written (empty: no mean, capture 0, invalid) once a
+  later sample of that pollutant or heartbeat shows it lies inside the pollutant's span
+  (when the monitor's next window closes), and never otherwise.
 - Running 8-hour (O3, CO) and 24-hour (PM2.5, PM10) means are written at the end of every
   hour whose 1-hour mean is written, from the last 8 or 24 hourly means; hours before the
   pollutant's first sample count as missing.
@@ -84,6 +85,10 @@ class AirPipeline:
                 first = float(np.floor(t.min() / size) * size)
                 starts[str(size)] = min(starts.get(str(size), first), first)
 
+    def on_heartbeat(self, carry: dict[str, Any], ts: float) -> None:
+        """Note the monitor's latest heartbeat: it extends every pollutant's span."""
+        carry["heartbeat"] = max(carry.get("heartbeat", -np.inf), ts)
+
     def aggregates(self, site: str, closed: list[Closed],
                    carry: dict[str, Any]) -> list[dict[str, Any]]:
         """Records for the windows a step closed, then the DAQI of closed hour ends."""
@@ -119,7 +124,9 @@ class AirPipeline:
             return []
         s = c.size
         first, edge = starts[str(s)], float(c.ends[-1])
-        stop = min(edge, float(np.floor(carry["last"][p] / s) * s) + s)
+        span = float(np.floor(carry["last"][p] / s) * s) + s  # the last sample's window
+        span = max(span, float(np.floor(carry.get("heartbeat", -np.inf) / s) * s))
+        stop = min(edge, span)
         if stop <= first:
             return []
         window_starts = np.arange(first, stop, s, dtype=np.float64)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import ssl
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.web import Web
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
+from .adapters import kafka as kafka_security
 from .agents.alerts import AlertAgent, NotifyAgent
 from .agents.delivery import Event, KafkaReader
 from .agents.readings import ReadingsAgent
@@ -27,38 +29,36 @@ from .topics import (
 from .traffic import TrafficPipeline
 from .web import register_pages
 
-__all__ = ["Runtime", "ThurrockApp", "app", "build_app", "runtime"]
+__all__ = ["PagesOnlyWeb", "Runtime", "ThurrockApp", "app", "build_app", "runtime"]
 
 
 def _credentials(s: Settings) -> Any:
-    if s.kafka_security_protocol == "PLAINTEXT":
-        return None
-    context = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
-    if s.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
-        return faust.SASLCredentials(
-            username=s.kafka_sasl_username, password=s.kafka_sasl_password.get(),
-            mechanism=s.kafka_sasl_mechanism,
-            ssl_context=context if s.kafka_security_protocol == "SASL_SSL" else None)
-    return faust.SSLCredentials(context)
+    """Faust's broker credentials, from the one Kafka security builder."""
+    return kafka_security.faust_credentials(s)
 
 
 def _client_options(s: Settings) -> dict[str, Any]:
     """The same Kafka security for the worker's own aiokafka client (agents/delivery.py)."""
-    if s.kafka_security_protocol == "PLAINTEXT":
-        return {}
-    opts: dict[str, Any] = {"security_protocol": s.kafka_security_protocol}
-    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        opts["ssl_context"] = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
-    if s.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
-        opts.update(sasl_mechanism=s.kafka_sasl_mechanism,
-                    sasl_plain_username=s.kafka_sasl_username,
-                    sasl_plain_password=s.kafka_sasl_password.get())
-    return opts
+    return kafka_security.aiokafka_options(s)
+
+
+class PagesOnlyWeb(AiohttpWeb):
+    """Faust's aiohttp web server without Faust's own views: no ``/table`` (table data),
+    ``/router`` (the cluster's worker addresses), ``/``, ``/graph``, statistics or
+    ``/performance``. Only the pages the app registers (web.py) are served."""
+
+    default_blueprints = ()
+    production_blueprints = ()
+    debug_blueprints = ()
+    optional_blueprints = ()
 
 
 class ThurrockApp(faust.App):
-    """Faust's app with hooks run at the very start of a rebalance (before Faust waits
-    for unacknowledged events)."""
+    """Faust's app serving only the project's pages, with hooks run at the very start of
+    a rebalance (before Faust waits for unacknowledged events)."""
+
+    def _new_web(self) -> Web:
+        return PagesOnlyWeb(self)
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
@@ -99,12 +99,13 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
     """Create the Faust app and wire every agent onto it."""
     servers = [f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(",")]
     app = ThurrockApp(
-        settings.app_id,
+        settings.group_id,
         broker=servers,
         broker_credentials=_credentials(settings),
         store="memory://",
-        datadir=str(Path(tempfile.gettempdir()) / f"thurrock-streams-{settings.app_id}"),
+        datadir=str(Path(tempfile.gettempdir()) / f"thurrock-streams-{settings.group_id}"),
         topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         # Short group timeouts: a worker joins in seconds and a dead one is replaced fast.
@@ -118,6 +119,8 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
         stream_buffer_maxsize=65_536,
         producer_acks=-1,
         web_port=6066,
+        # Loopback unless told otherwise (THURROCK_WEB_HOST; a cluster sets 0.0.0.0).
+        web_bind=settings.web_host,
         # Never acknowledges an event Faust dropped at a rebalance (agents/delivery.py).
         Event=Event,
     )

@@ -1,9 +1,10 @@
 """The ``thurrock-streams`` command: Faust's own CLI bound to the app, plus ``stack``,
-``dashboard``, ``watch`` and ``rules``.
+``dashboard``, ``watch``, ``rules`` and ``topics``.
 
 ``thurrock-streams worker --web-port 6066 --loglevel info`` runs the processor and
 takes every Faust worker option; ``thurrock-streams stack up|down|status`` manages the
-local stack of real servers (Tansu and VictoriaMetrics); ``thurrock-streams dashboard``
+local stack of real servers (Tansu and VictoriaMetrics); ``thurrock-streams topics
+[--apply]`` shows (and applies) the production topic plan; ``thurrock-streams dashboard``
 serves the operators' web page.
 """
 
@@ -85,16 +86,18 @@ def _existing_partitions(settings: Settings) -> int | None:
 
 
 def _kafka_python_security(s: Settings) -> dict[str, object]:
-    if s.kafka_security_protocol == "PLAINTEXT":
-        return {}
-    opts: dict[str, object] = {"security_protocol": s.kafka_security_protocol}
-    if s.kafka_ssl_cafile:
-        opts["ssl_cafile"] = s.kafka_ssl_cafile
-    if s.kafka_security_protocol.startswith("SASL"):
-        opts.update(sasl_mechanism=s.kafka_sasl_mechanism,
-                    sasl_plain_username=s.kafka_sasl_username,
-                    sasl_plain_password=s.kafka_sasl_password.get())
-    return opts
+    from .adapters.kafka import kafka_python_options
+
+    return kafka_python_options(s)
+
+
+def check_tls(settings: Settings) -> None:
+    """Raise SettingsError for Kafka or InfluxDB security settings that cannot work."""
+    from .adapters.influx import tls_options
+    from .adapters.kafka import ssl_context
+
+    ssl_context(settings)
+    tls_options(settings)
 
 
 def _rules(args: list[str]) -> int:
@@ -129,6 +132,7 @@ commands:
   stack       start, stop or check the local stack (Kafka-protocol broker and store)
   watch       live terminal view of the aggregates, alerts and the worker's counters
   rules       check an alert rules file and print the rules in force
+  topics      show the production topic plan (`topics --apply` creates what is missing)
 
 Settings come from the environment (KAFKA_BOOTSTRAP_SERVERS, TOPIC_PREFIX, INFLUX_URL, ...;
 see README.md and docs/operations.md). `thurrock-streams COMMAND --help` says more.
@@ -154,6 +158,7 @@ def _dashboard(args: list[str]) -> int:
         from .alerts.rules import load_rules
 
         load_rules(settings.alert_rules_file or None)
+        check_tls(settings)
     except ThurrockError as exc:
         print(f"thurrock-streams dashboard: {exc}", file=sys.stderr)
         return 2
@@ -180,11 +185,16 @@ def main(argv: list[str] | None = None) -> int | None:
         return watch(args[1:])
     if args[:1] == ["rules"]:
         return _rules(args[1:])
+    if args[:1] == ["topics"]:
+        from .topicplan import main as topics
+
+        return topics(args[1:])
     try:
         settings = Settings.from_env()
         from .alerts.rules import load_rules
 
         load_rules(settings.alert_rules_file or None)  # a bad rules file stops here, clearly
+        check_tls(settings)  # so do a bad CA file and missing SASL credentials
         if args[:1] == ["worker"]:
             existing = _existing_partitions(settings)
             if existing and existing != settings.topic_partitions:

@@ -16,6 +16,7 @@ Event-time rules (``future``, ``late``) are applied afterwards by the window eng
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +32,7 @@ __all__ = [
     "POLLUTANT_FIELDS",
     "TRAFFIC_CLASSES",
     "Batch",
+    "Heartbeat",
     "Kind",
     "RawMessage",
     "Rejected",
@@ -102,6 +104,17 @@ class Rejected:
     detail: str
     site: str | None = None
     """The message's site_id when it has a valid one."""
+    heartbeat: bool = False
+    """True for a heartbeat message (it is counted apart from readings)."""
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A valid heartbeat message (CONTRACT.md §3): everything before ``ts`` was sent."""
+
+    msg: int
+    site: str
+    ts: float
 
 
 @dataclass
@@ -119,6 +132,7 @@ class Batch:
     ts: NDArray[np.float64]
     cols: dict[str, NDArray[Any]]
     rejected: list[Rejected] = field(default_factory=list)
+    heartbeats: list[Heartbeat] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -172,6 +186,28 @@ class _Gather:
         self.row: list[int] = []
         self.cols: dict[str, list[Any]] = {n: [] for n in names}
         self.rejected: list[Rejected] = []
+        self.heartbeats: list[Heartbeat] = []
+
+    def add_heartbeat(self, i: int, obj: dict[str, Any], site: str) -> None:
+        def reject(reason: str, detail: str) -> None:
+            self.rejected.append(Rejected(i, None, reason, detail, site, heartbeat=True))
+
+        if obj["heartbeat"] is not True:
+            return reject("schema", "heartbeat must be true")
+        extra = sorted(set(obj) - _HEARTBEAT_KEYS)
+        if extra:
+            return reject("schema", f"a heartbeat carries no reading fields: {extra}"[:300])
+        v = obj.get("ts")
+        try:
+            ts = None if v is None else _parse_ts(v)
+        except OverflowError:
+            return reject("range", "ts is not finite")
+        if ts is None:
+            return reject("schema", "ts must be epoch seconds or an ISO-8601 string with an "
+                          "offset")
+        if not math.isfinite(ts):
+            return reject("range", "ts is not finite")
+        self.heartbeats.append(Heartbeat(i, site, ts))
 
     def add_reading(self, i: int, obj: dict[str, Any], site: str) -> None:
         self.site.append(site)
@@ -220,6 +256,8 @@ def _gather(kind: Kind, messages: Sequence[RawMessage]) -> _Gather:
         problem = _site_error(site)
         if problem is not None or not isinstance(site, str):
             g.rejected.append(Rejected(i, None, "schema", problem or "bad site_id"))
+        elif "heartbeat" in obj:
+            g.add_heartbeat(i, obj, site)
         elif "columns" in obj:
             g.add_frame(i, site, obj["columns"])
         else:
@@ -227,6 +265,7 @@ def _gather(kind: Kind, messages: Sequence[RawMessage]) -> _Gather:
     return g
 
 
+_HEARTBEAT_KEYS = frozenset({"site_id", "ts", "heartbeat"})
 _NUMBER_TYPES = frozenset({float, int})
 _NONE_TYPE = frozenset({type(None)})
 _CLASS_TYPES = frozenset({str, type(None)})
@@ -338,4 +377,5 @@ def decode_batch(kind: Kind, messages: Sequence[RawMessage]) -> Batch:
         ts=cols.pop("ts"), cols=cols,
     ).take(ok)
     batch.rejected = g.rejected
+    batch.heartbeats = g.heartbeats
     return batch

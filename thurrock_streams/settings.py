@@ -9,9 +9,11 @@ from typing import Literal
 
 from .errors import SettingsError
 
-__all__ = ["Secret", "Settings"]
+__all__ = ["SASL_MECHANISMS", "Secret", "Settings"]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+#: SASL mechanisms every Kafka client of the project supports (Faust, aiokafka, kafka-python).
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class Secret:
@@ -105,6 +107,9 @@ class Settings:
     influx_token: Secret = field(default_factory=lambda: Secret(""))
     influx_org: str = "thurrock"
     influx_bucket: str = "thurrock"
+    # TLS to InfluxDB: a CA bundle to trust (PEM) and whether to verify at all.
+    influx_ca_file: str = ""
+    influx_verify_ssl: bool = True
     allowed_lateness_s: float = 30.0
     idle_flush_s: float = 60.0
     max_clock_skew_s: float = 300.0
@@ -117,10 +122,13 @@ class Settings:
     # Operational knobs beyond the contract (documented in docs/operations.md).
     app_id: str = "thurrock-streams"
     topic_partitions: int = 4
+    topic_replication_factor: int = 1
     rebalance_timeout_s: float = 3.0
     request_timeout_s: float = 30.0
     sink_batch_size: int = 5000
     sink_max_backoff_s: float = 30.0
+    # The address the worker's web server (/counters, /metrics, /healthz) listens on.
+    web_host: str = "127.0.0.1"
     # Alerts (CONTRACT.md §6; docs/alerts.md): the rules file and the notifiers.
     alert_rules_file: str = ""
     alert_log: bool = True
@@ -133,7 +141,19 @@ class Settings:
     alert_smtp_username: str = ""
     alert_smtp_password: Secret = field(default_factory=lambda: Secret(""))
     alert_smtp_starttls: bool = False
+    alert_smtp_allow_plaintext_login: bool = False
     alert_notify_max_backoff_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        # An SMTP login without TLS sends the password in clear (AUTH PLAIN/LOGIN is only
+        # base64): refuse it at start-up unless the operator says so explicitly.
+        if (self.alert_smtp_host and (self.alert_smtp_username or self.alert_smtp_password)
+                and not self.alert_smtp_starttls and not self.alert_smtp_allow_plaintext_login):
+            raise SettingsError(
+                "ALERT_SMTP_USERNAME/ALERT_SMTP_PASSWORD are set without "
+                "ALERT_SMTP_STARTTLS=true: the SMTP login would cross the network in clear. "
+                "Set ALERT_SMTP_STARTTLS=true (the server must offer STARTTLS), or "
+                "ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN=true to accept that risk")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -144,6 +164,10 @@ class Settings:
         if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
             raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of "
                                 "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+        mechanism = (e.get("KAFKA_SASL_MECHANISM") or "PLAIN").upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise SettingsError(f"KAFKA_SASL_MECHANISM={mechanism!r} is not one of "
+                                + ", ".join(SASL_MECHANISMS))
         return cls(
             kafka_bootstrap_servers=e.get("KAFKA_BOOTSTRAP_SERVERS") or cls.kafka_bootstrap_servers,
             topic_prefix=e.get("TOPIC_PREFIX", ""),
@@ -151,20 +175,24 @@ class Settings:
             influx_token=Secret(e.get("INFLUX_TOKEN", "")),
             influx_org=e.get("INFLUX_ORG") or cls.influx_org,
             influx_bucket=e.get("INFLUX_BUCKET") or cls.influx_bucket,
+            influx_ca_file=e.get("INFLUX_CA_FILE", ""),
+            influx_verify_ssl=_env_bool(e, "INFLUX_VERIFY_SSL", True),
             allowed_lateness_s=_env_float(e, "ALLOWED_LATENESS_S", 30.0, 0.0),
             idle_flush_s=_env_float(e, "IDLE_FLUSH_S", 60.0, 0.0),
             max_clock_skew_s=_env_float(e, "MAX_CLOCK_SKEW_S", 300.0, 0.0),
             kafka_security_protocol=protocol,  # type: ignore[arg-type]
-            kafka_sasl_mechanism=e.get("KAFKA_SASL_MECHANISM") or "PLAIN",
+            kafka_sasl_mechanism=mechanism,
             kafka_sasl_username=e.get("KAFKA_SASL_USERNAME", ""),
             kafka_sasl_password=Secret(e.get("KAFKA_SASL_PASSWORD", "")),
             kafka_ssl_cafile=e.get("KAFKA_SSL_CAFILE", ""),
             app_id=e.get("THURROCK_APP_ID") or cls.app_id,
             topic_partitions=_env_int(e, "THURROCK_TOPIC_PARTITIONS", 4, 1),
+            topic_replication_factor=_env_int(e, "THURROCK_TOPIC_REPLICATION_FACTOR", 1, 1),
             rebalance_timeout_s=rebalance,
             request_timeout_s=_request_timeout(e, rebalance),
             sink_batch_size=_env_int(e, "THURROCK_SINK_BATCH_SIZE", 5000, 1),
             sink_max_backoff_s=_env_float(e, "THURROCK_SINK_MAX_BACKOFF_S", 30.0, 0.1),
+            web_host=e.get("THURROCK_WEB_HOST", "").strip() or cls.web_host,
             alert_rules_file=e.get("ALERT_RULES_FILE", ""),
             alert_log=_env_bool(e, "ALERT_LOG", True),
             alert_webhook_url=e.get("ALERT_WEBHOOK_URL", ""),
@@ -177,12 +205,22 @@ class Settings:
             alert_smtp_username=e.get("ALERT_SMTP_USERNAME", ""),
             alert_smtp_password=Secret(e.get("ALERT_SMTP_PASSWORD", "")),
             alert_smtp_starttls=_env_bool(e, "ALERT_SMTP_STARTTLS", False),
+            alert_smtp_allow_plaintext_login=_env_bool(e, "ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN",
+                                                       False),
             alert_notify_max_backoff_s=_env_float(e, "ALERT_NOTIFY_MAX_BACKOFF_S", 300.0, 0.1),
         )
 
     def topic(self, name: str) -> str:
         """Return the full topic name for a contract topic name, prefix included."""
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def group_id(self) -> str:
+        """The Faust app id: the consumer group, and the stem of every internal topic
+        (table changelogs, re-key topics). It carries ``TOPIC_PREFIX`` too, so two
+        deployments with different prefixes on one cluster share no state or work
+        (CONTRACT.md §1)."""
+        return f"{self.topic_prefix}{self.app_id}"
 
     def describe(self) -> dict[str, str]:
         """Return the settings as strings for logs; secrets stay masked."""

@@ -50,6 +50,9 @@ class TrafficPipeline:
                   cols: dict[str, NDArray[Any]]) -> None:
         """Traffic keeps no state beyond the windows and the flat-line runs."""
 
+    def on_heartbeat(self, carry: dict[str, Any], ts: float) -> None:
+        """The engine's span is traffic's: nothing more to note."""
+
     def aggregates(self, site: str, closed: list[Closed],
                    carry: dict[str, Any]) -> list[dict[str, Any]]:
         """One record per closed window: the §4 fields, undefined ones left out."""

@@ -15,10 +15,11 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+from .errors import ThurrockError
 from .settings import Settings
 from .topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
 
-__all__ = ["main"]
+__all__ = ["WorkerWatch", "consumer_config", "main", "render"]
 
 
 def _fmt(v: Any, spec: str) -> str:
@@ -84,13 +85,46 @@ def note_alert(open_alerts: dict[tuple[str, str], dict[str, Any]],
     del recent[:-50]
 
 
+class WorkerWatch:
+    """Whether the worker whose counters the view reads answers, and since when not."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.answered_at: float | None = None
+        self.silent_since: float | None = None
+
+    def answered(self, now: float) -> None:
+        """The counters page answered at ``now``."""
+        self.answered_at = now
+        self.silent_since = None
+
+    def silent(self, now: float) -> None:
+        """The counters page did not answer at ``now``."""
+        if self.silent_since is None:
+            self.silent_since = now
+
+    def line(self, now: float) -> str | None:
+        """The view's word on the worker, or None while it answers."""
+        if self.silent_since is None:
+            return None
+        if self.answered_at is None:
+            return (f"worker: no answer from {self.url} yet for "
+                    f"{now - self.silent_since:.0f} s (starting? or not running)")
+        last = datetime.fromtimestamp(self.answered_at, UTC)
+        return (f"worker: GONE - {self.url} has not answered for "
+                f"{now - self.silent_since:.0f} s (last answer {last:%H:%M:%S} UTC); "
+                "nothing new is processed until a worker runs again")
+
+
 def render(latest: dict[str, dict[str, Any]], daqi: dict[str, dict[str, Any]],
            means: dict[tuple[str, str], dict[str, Any]], counters: dict[str, Any] | None,
            open_alerts: dict[tuple[str, str], dict[str, Any]] | None = None,
-           recent: list[dict[str, Any]] | None = None) -> str:
-    """The screen: traffic per site (newest 1-minute window), air per monitor, alerts,
-    counters."""
+           recent: list[dict[str, Any]] | None = None, worker: str | None = None) -> str:
+    """The screen: a word on the worker when it is gone, traffic per site (newest
+    1-minute window), air per monitor, alerts, counters."""
     out = [f"Thurrock Streams — live, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC", ""]
+    if worker:
+        out[1:1] = [worker]
     out += [*_traffic_rows(latest), "", *_air_rows(daqi, means), "",
             *_alert_rows(open_alerts or {}, recent or [])]
     if counters:
@@ -113,6 +147,16 @@ def render(latest: dict[str, dict[str, Any]], daqi: dict[str, dict[str, Any]],
     return "\n".join(out)
 
 
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """The live view's kafka-python consumer options: no group, from the earliest offset,
+    with the Kafka security of the project's one builder (adapters/kafka.py)."""
+    from .adapters.kafka import kafka_python_options
+
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
+            "auto_offset_reset": "earliest", "enable_auto_commit": False,
+            **kafka_python_options(settings)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the live view."""
     parser = argparse.ArgumentParser(prog="thurrock-streams watch",
@@ -122,17 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from kafka import KafkaConsumer
 
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+        config = consumer_config(settings)
+    except ThurrockError as exc:  # a bad setting, e.g. SASL without a password
+        print(f"thurrock-streams watch: {exc}", file=sys.stderr)
+        return 2
     consumer = KafkaConsumer(settings.topic(TRAFFIC_AGGREGATES), settings.topic(AIR_AGGREGATES),
-                             settings.topic(ALERTS),
-                             bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
-                             auto_offset_reset="earliest", enable_auto_commit=False)
+                             settings.topic(ALERTS), **config)
     latest: dict[str, dict[str, Any]] = {}
     daqi: dict[str, dict[str, Any]] = {}
     means: dict[tuple[str, str], dict[str, Any]] = {}
     open_alerts: dict[tuple[str, str], dict[str, Any]] = {}
     recent: list[dict[str, Any]] = []
     alerts_topic = settings.topic(ALERTS)
+    url = f"http://127.0.0.1:{args.web_port}/counters"
+    worker = WorkerWatch(url)
     try:
         while True:
             end = time.monotonic() + args.interval
@@ -151,12 +200,13 @@ def main(argv: list[str] | None = None) -> int:
                             means[(rec["site_id"], f"{rec['pollutant']}/{rec['period']}")] = rec
             counters = None
             try:
-                url = f"http://127.0.0.1:{args.web_port}/counters"
                 with urllib.request.urlopen(url, timeout=1) as resp:
                     counters = json.loads(resp.read())
-            except OSError:
-                pass
-            screen = render(latest, daqi, means, counters, open_alerts, recent)
+                worker.answered(time.time())
+            except (OSError, ValueError):
+                worker.silent(time.time())
+            screen = render(latest, daqi, means, counters, open_alerts, recent,
+                            worker.line(time.time()))
             sys.stdout.write("\x1b[2J\x1b[H" + screen + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""The worker's HTTP pages: counters (JSON) and Prometheus metrics."""
+"""The worker's HTTP pages: counters (JSON), Prometheus metrics and a health page."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
             "readings_in": c.readings_in, "accepted": c.accepted,
             "deadlettered": dict(c.deadlettered), "rekeyed_messages": c.rekeyed_messages,
             "replayed_skipped": c.replayed_skipped, "windows_closed": c.windows_closed,
-            "sites": len(agent.cache),
+            "heartbeats_in": c.heartbeats_in, "heartbeats": c.heartbeats,
+            "heartbeats_deadlettered": dict(c.heartbeats_deadlettered),
+            "sites": len(agent.cache), "quiet_sites": agent.quiet.quiet_sites(),
         }
     return {
         "pipelines": pipelines,
@@ -55,10 +57,14 @@ def prometheus(snap: dict[str, Any]) -> str:
     lines = []
     for kind, c in snap["pipelines"].items():
         for name in ("readings_in", "accepted", "rekeyed_messages", "replayed_skipped",
-                     "windows_closed"):
+                     "windows_closed", "heartbeats_in", "heartbeats"):
             lines.append(f'thurrock_{name}_total{{pipeline="{kind}"}} {c[name]}')
         for reason, n in sorted(c["deadlettered"].items()):
             lines.append(f'thurrock_deadlettered_total{{pipeline="{kind}",reason="{reason}"}} {n}')
+        for reason, n in sorted(c["heartbeats_deadlettered"].items()):
+            lines.append(f'thurrock_heartbeats_deadlettered_total{{pipeline="{kind}",'
+                         f'reason="{reason}"}} {n}')
+        lines.append(f'thurrock_quiet_sites{{pipeline="{kind}"}} {c["quiet_sites"]}')
     a = snap["alerts"]
     lines.append(f"thurrock_alert_records_total {a['records']}")
     for state, n in sorted(a["events"].items()):
@@ -84,7 +90,12 @@ def prometheus(snap: dict[str, Any]) -> str:
 
 
 def register_pages(app: faust.App, rt: Runtime) -> None:
-    """Serve ``/counters`` (JSON) and ``/metrics`` (Prometheus) on the worker's web port."""
+    """Serve ``/counters`` (JSON), ``/metrics`` (Prometheus) and ``/healthz`` (200 while
+    the worker runs) on the worker's web port; nothing else is served there."""
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
 
     @app.page("/counters")
     async def counters(web: Any, request: Any) -> Any:

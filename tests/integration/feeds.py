@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -57,5 +58,5 @@ def expected_aggregates(messages: list[tuple[bytes | None, bytes]],
     out = proc.step(raws, {}, now=T0 + 10**6)
     recs = [a for _, a in out.aggregates]
     for site, state in out.changed.items():
-        recs += [a for _, a in proc.flush(site, state).aggregates]
+        recs += [a for _, a in proc.run_on(site, state, math.inf).aggregates]
     return {(r["site_id"], r["window"], r["ts"]): r for r in recs}

@@ -90,7 +90,7 @@ class Worker:
     @property
     def env(self) -> dict[str, str]:
         env = {**os.environ, **self.stack.env(), "TOPIC_PREFIX": self.prefix,
-               "THURROCK_APP_ID": f"{self.prefix}app", **self.extra_env}
+               "THURROCK_APP_ID": "app", **self.extra_env}  # group: <prefix>app
         return env
 
     def start(self, tmp: Path) -> Worker:

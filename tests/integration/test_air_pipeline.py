@@ -213,34 +213,37 @@ def test_kill_9_mid_feed_then_restart_writes_the_same_air_points(
     assert newest == want.daqi
 
 
-def test_idle_flush_writes_the_last_windows_of_a_quiet_monitor(
+def test_a_monitor_that_stops_has_its_windows_written_by_the_running_watermark(
         stack: StackConfig, prefix: str, make_worker: Any) -> None:
-    # NO2 for 50 minutes, O3 for the first 10 only, then silence: nothing closes any window
-    # but the idle flush (CONTRACT.md §3), which writes every window holding a sample and
-    # none after a pollutant's last sample.
+    # NO2 for the hour's last 50 minutes, O3 for 10 of them, then silence: the monitor's
+    # watermark runs on with the clock (CONTRACT.md §3) and closes every window about 40 s
+    # after the last sample (T0 + 3590 + 40 = the hour's end + 30 s lateness), writing
+    # every window of each pollutant's span and none after it.
     make_worker(IDLE_FLUSH_S="2")
     site = f"{prefix}AQ-QUIET"
-    no2 = [150.0 + (m % 2) for m in range(50)]
+    no2 = [150.0 + (m % 2) for m in range(10, 60)]
     frame = {"site_id": site, "columns": {
-        "ts": [T0 + 60.0 * m + 30 for m in range(50)], "no2_ugm3": no2,
+        "ts": [T0 + 60.0 * m + 50 for m in range(10, 60)], "no2_ugm3": no2,
         "o3_ugm3": [40.0] * 10 + [None] * 40}}
     send(stack, f"{prefix}air.readings", [(site.encode(), frame)])
-    quarters = [(0, 15), (15, 30), (30, 45), (45, 50)]
+    quarters = [(0, 5), (5, 20), (20, 35), (35, 50)]  # sample indices per 15 minutes
     want: dict[Key, dict[str, float]] = {
         **{(site, "no2", "15m", T0 + 900.0 * (q + 1)): {
             "mean": sum(no2[a:b]) / (b - a), "capture_pct": 100 * (b - a) / 15,
             "valid": float(b - a >= 12)} for q, (a, b) in enumerate(quarters)},
         (site, "no2", "1h", T0 + 1.0 * H): {"mean": 150.5, "capture_pct": 100 * 50 / 60,
                                              "valid": 1.0, "daqi": 3},
-        (site, "o3", "15m", T0 + 900.0): {"mean": 40.0, "capture_pct": 100 * 10 / 15,
+        (site, "o3", "15m", T0 + 900.0): {"mean": 40.0, "capture_pct": 100 * 5 / 15,
                                           "valid": 0.0},
+        (site, "o3", "15m", T0 + 1800.0): {"mean": 40.0, "capture_pct": 100 * 5 / 15,
+                                           "valid": 0.0},
         (site, "o3", "1h", T0 + 1.0 * H): {"mean": 40.0, "capture_pct": 100 * 10 / 60,
                                            "valid": 0.0},
         (site, "o3", "8h", T0 + 1.0 * H): {"capture_pct": 0.0, "valid": 0.0},
     }
     air, daqi = poll(lambda: stored(stack, prefix),
-                     lambda g: len(g[0]) >= len(want) and bool(g[1]), 60,
-                     "the idle flush's points")
+                     lambda g: len(g[0]) >= len(want) and bool(g[1]), 120,
+                     "the points the running watermark closed")
     assert set(air) == set(want)
     for key, rec in want.items():
         assert air[key] == {k: [pytest.approx(v, rel=1e-10)] for k, v in rec.items()}, key

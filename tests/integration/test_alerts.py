@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,13 +32,19 @@ class Webhook:
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.status = 204  # what it answers; 500 while "down"
+        self.refused = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(204)
+                if outer.status >= 300:
+                    outer.refused += 1
+                else:
+                    outer.requests.append(({k.lower(): v for k, v in self.headers.items()},
+                                           body))
+                self.send_response(outer.status)
                 self.end_headers()
 
             def log_message(self, *args: Any) -> None:
@@ -203,8 +210,10 @@ def test_thresholds_crossed_and_recrossed_give_exact_events_everywhere(
              "the notifiers to deliver")
     bodies = []
     for headers, body in webhook.requests:
-        mac = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-        assert headers["x-thurrock-signature"] == f"sha256={mac}"
+        ts = headers["x-thurrock-timestamp"]  # signed with the time of the attempt
+        assert abs(time.time() - int(ts)) < 300
+        mac = hmac.new(SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["x-thurrock-signature"], f"v1={mac}")
         assert headers["content-type"].startswith("application/json")
         assert headers["x-thurrock-event-id"]
         bodies.append(json.loads(body))
@@ -284,3 +293,34 @@ def test_a_notifier_that_is_down_does_not_stall_a_rebalance(
     assert brief(got)[1][:3] == (air, "daqi:no2", "cleared")
     assert first.proc is not None and first.proc.poll() is None
     assert "wait_empty: Waiting for tasks" not in first.log()
+
+
+def test_an_undelivered_alert_survives_a_rebalance_and_the_crash_of_its_worker(
+        stack: StackConfig, prefix: str, make_worker: Any, webhook: Webhook) -> None:
+    """The webhook is down; a second worker joins, then the first is killed; once the
+    webhook is back the alert reaches it (from whichever worker holds its partition):
+    an event still being delivered is never acknowledged at a rebalance."""
+    air = f"{prefix}Stanford-le-Hope"
+    webhook.status = 500
+    env = {"IDLE_FLUSH_S": "4", "ALERT_WEBHOOK_URL": webhook.url,
+           "ALERT_NOTIFY_MAX_BACKOFF_S": "1"}
+    first = make_worker(**env)
+    send(stack, f"{prefix}air.readings", keyed(no2_hours(air, H0, [250, 260])))
+    assert brief(events(stack, prefix, 1))[0][2] == "raised"
+    wait_for(lambda: webhook.refused >= 1, 30, "the webhook to refuse the alert")
+    # Once the alert agent's sources are committed, only the notifier can deliver the
+    # event again (no replay of the aggregates raises it anew).
+    aggs = consume_all(stack, f"{prefix}air.aggregates", 6, 30)  # 1h + 4 × 15m + daqi
+    ends = {(r.topic, r.partition): r.offset + 1 for r in aggs}
+    poll(lambda: committed(stack, f"{prefix}app"),
+         lambda got: all(got.get(tp, -1) >= end for tp, end in ends.items()), 30,
+         "the aggregates' offsets to be committed")
+    second = make_worker(**env)
+    wait_both_assigned(first, second)
+    first.kill9()
+    webhook.status = 204
+    got = poll(lambda: [json.loads(b) for _, b in webhook.requests], lambda r: bool(r), 90,
+               "the alert to reach the webhook once it is back")
+    assert {(e["site_id"], e["rule"], e["state"]) for e in got} == \
+        {(air, "daqi:no2", "raised")}
+    assert len(events(stack, prefix, 2, timeout=3)) == 1  # raised once, on the topic

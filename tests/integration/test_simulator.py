@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 import pytest
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
 
 from thurrock_streams.stack import StackConfig
 
@@ -54,9 +56,11 @@ def generate(tmp: Path, name: str, sites: str, *faults: str, seed: int = 3,
 
 
 def replay(stack: StackConfig, prefix: str, tmp: Path, name: str, *options: str) -> str:
-    """Publish ``name``.jsonl to this test's prefixed topics, as fast as possible."""
+    """Publish ``name``.jsonl to this test's prefixed topics, as fast as possible, without
+    the closing heartbeats (the counts below are about readings alone)."""
     return sensors_sim("replay", str(tmp / f"{name}.jsonl"), "--bootstrap", stack.bootstrap,
-                       "--topic-prefix", prefix, "--speed", "max", *options, cwd=tmp)
+                       "--topic-prefix", prefix, "--speed", "max", "--no-heartbeats",
+                       *options, cwd=tmp)
 
 
 def totals(counters: dict[str, Any]) -> dict[str, Any]:
@@ -208,3 +212,54 @@ def test_replayed_feeds_give_exactly_the_simulators_expected_counts(
         for name in ("repaired", "swept", "duplicates", "missed"):
             assert m[f'thurrock_offsets_{name}_total{{agent="{agent}"}}'] == counts[name]
     assert m["thurrock_sink_written_points_total"] == c["sink"]["written_points"] > 0
+
+
+def test_heartbeats_share_the_sites_topic_key_and_partition(
+        stack: StackConfig, prefix: str, tmp_path: Path) -> None:
+    """Through the real broker, on topics of 4 partitions: a site's heartbeats (every
+    minute, written by ``generate``, and the closing one ``replay`` adds) are on its
+    readings' topic with its site_id as key, so in its readings' partition, and there
+    each comes after every reading of the site stamped before it. No worker is needed."""
+    admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    try:
+        admin.create_topics([NewTopic(f"{prefix}{t}", 4, 1)
+                             for t in ("traffic.readings", "air.readings")])
+    finally:
+        admin.close()
+    out = tmp_path / "beats.jsonl"
+    sensors_sim("generate", "--seed", "2", "--start", START, "--duration", "20m", "--sites",
+                "A13-STIFFORD-*,A128-*,AQ-GRAYS-*", "--frames", "10", "--heartbeat-s", "60",
+                "--out", str(out), cwd=tmp_path)
+    summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
+    assert summary["heartbeats"] == 5 * 20
+    report = sensors_sim("replay", str(out), "--bootstrap", stack.bootstrap, "--topic-prefix",
+                         prefix, "--speed", "max", cwd=tmp_path)
+    assert "100 from the file, 5 closing (last window end + 30 s)" in report
+    in_file = Counter(orjson.loads(line)["topic"] for line in out.read_bytes().splitlines())
+    want = {"traffic.readings": in_file["traffic.readings"] + 4,
+            "air.readings": in_file["air.readings"] + 1}
+    records = {t: consume_all(stack, f"{prefix}{t}", expect=n, timeout=60)
+               for t, n in want.items()}
+    assert {t: len(v) for t, v in records.items()} == want
+    closing = {"traffic.readings": 1717399800.0 + 30.0,  # 07:19:xx -> the quarter to 07:30
+               "air.readings": 1717401600.0 + 30.0}  # 07:19 -> the hour to 08:00
+    assert len({r.partition for r in records["traffic.readings"]}) > 1  # sites spread out
+    for topic, recs in records.items():
+        by_site: dict[str, list[Any]] = {}
+        for r in recs:
+            value = json.loads(r.value)
+            assert r.key.decode() == value["site_id"]
+            by_site.setdefault(value["site_id"], []).append((r.partition, r.offset, value))
+        for site, items in by_site.items():
+            assert len({p for p, _, _ in items}) == 1, site  # one partition per site
+            items.sort(key=lambda x: x[1])
+            values = [v for _, _, v in items]
+            beats = [i for i, v in enumerate(values) if v.get("heartbeat") is True]
+            assert [values[i]["ts"] for i in beats] == [
+                1717398000.0 + 60.0 * k for k in range(1, 21)] + [closing[topic]]
+            assert beats[-1] == len(values) - 1  # the closing one ends the site's feed
+            for i in beats:
+                hb = values[i]["ts"]
+                for j, v in enumerate(values):
+                    for t in v["columns"]["ts"] if "columns" in v else []:
+                        assert (j < i) if t < hb else (j > i), (site, hb, t)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import time
 from typing import Any
 
@@ -135,3 +136,58 @@ def test_missing_and_wrong_keys_are_rekeyed_by_the_site_in_the_value(
     assert got[("1m", T0 + 60.0)]["count"] == [30]
     assert got[("1m", T0 + 120.0)]["count"] == [13]
     assert got[("15m", T0 + 900.0)]["count"] == [43]
+
+
+def test_a_mixed_backlog_with_bad_keys_is_counted_exactly(
+        stack: StackConfig, prefix: str, make_worker: Any) -> None:
+    """20,000 single readings, one in ten with a missing or wrong key, valid and invalid
+    ones mixed, consumed by one worker from a backlog: every reading is accepted or
+    dead-lettered once, and none is skipped as replayed (nothing was replayed)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    rng = random.Random(12)
+    topic = f"{prefix}traffic.readings"
+    admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    admin.create_topics([NewTopic(topic, 4, 1)])
+    admin.close()
+    sites = [f"{prefix}S{i:02d}" for i in range(40)]
+    start = (int(time.time()) // 900) * 900 - 900.0  # no window of the feed can close
+    feed: list[tuple[bytes | None, Any]] = []
+    expect = {"accepted": 0, "range": 0, "schema": 0, "decode": 0}
+    for i in range(20_000):
+        site = rng.choice(sites)
+        u = rng.random()
+        key: bytes | None = site.encode()
+        if u < 0.05:
+            key = None
+        elif u < 0.10:
+            key = rng.choice(sites).encode() + b"-wrong"
+        value: Any = {"site_id": site, "ts": start + (i % 40) * 0.5, "lane": 1,
+                      "speed_kph": 50.0}
+        v = rng.random()
+        if v < 0.10:
+            value["speed_kph"] = 300.0
+            expect["range"] += 1
+        elif v < 0.20:
+            del value["lane"]
+            expect["schema"] += 1
+        elif v < 0.25:
+            value = b"\x00 not a reading"
+            expect["decode"] += 1
+        else:
+            expect["accepted"] += 1
+        feed.append((key, value))
+    send(stack, topic, feed)
+    w = make_worker(IDLE_FLUSH_S="600")
+    c = poll(lambda: w.counters()["pipelines"]["traffic"],
+             lambda c: c["readings_in"] + c["replayed_skipped"] >= 20_000, 120,
+             "the backlog to be counted")
+    assert c["replayed_skipped"] == 0
+    assert c["readings_in"] == 20_000
+    assert c["rekeyed_messages"] > 1000
+    assert c["accepted"] == expect["accepted"]
+    assert c["deadlettered"] == {k: n for k, n in expect.items() if k != "accepted"}
+    dead = consume_all(stack, f"{prefix}readings.deadletter", 20_000 - expect["accepted"])
+    ids = {(d["topic"], d["partition"], d["offset"])
+           for d in (json.loads(r.value) for r in dead)}
+    assert len(dead) == len(ids) == 20_000 - expect["accepted"]

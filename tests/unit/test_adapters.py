@@ -82,3 +82,8 @@ def test_request_timeout_outlasts_the_rebalance_timeout() -> None:
 def test_bad_settings_are_named(env: dict[str, str]) -> None:
     with pytest.raises(SettingsError, match=next(iter(env))):
         Settings.from_env(env)
+
+
+def test_the_web_server_listens_on_loopback_unless_told() -> None:
+    assert Settings.from_env({}).web_host == "127.0.0.1"
+    assert Settings.from_env({"THURROCK_WEB_HOST": "0.0.0.0"}).web_host == "0.0.0.0"

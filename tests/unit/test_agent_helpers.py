@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +15,7 @@ import faust.streams
 from faust.types.tuples import ConsumerMessage
 
 from thurrock_streams.agents.delivery import Event, OffsetGuard, unstarted_events
+from thurrock_streams.settings import Settings
 
 
 @dataclass
@@ -315,27 +318,141 @@ def test_an_event_no_stream_started_is_not_acknowledged(monkeypatch: Any) -> Non
     assert refused == 1
 
 
-def test_the_notifier_acks_a_copy_handed_over_again_only_once_the_first_is_delivered() -> None:
-    import threading
-
-    from thurrock_streams.agents.alerts import NotifyAgent
+def _notifier() -> tuple[Any, list[Any]]:
+    from thurrock_streams.agents.alerts import AckGate, NotifyAgent
 
     done: list[Any] = []
 
     class Dispatcher:
-        def submit(self, rec: Any, on_done: Any) -> None:
-            done.append(on_done)
+        def submit(self, rec: Any, on_done: Any, withdrawn: Any = None) -> None:
+            done.append((on_done, withdrawn))
 
     agent = NotifyAgent.__new__(NotifyAgent)
     agent.dispatcher = Dispatcher()  # type: ignore[assignment]
-    agent._waiting, agent._key_of, agent._next = {}, {}, 0
-    agent._guard = threading.Lock()
+    agent.gate = AckGate()
+    agent.withdrawn = 0
+    return agent, done
+
+
+def test_the_notifier_acks_a_copy_handed_over_again_only_once_the_first_is_delivered() -> None:
+    agent, done = _notifier()
     acked: list[str] = []
     first = Rec("alerts", 1, 7, value=b'{"state": "raised"}')
     agent.submit(first, lambda: acked.append("first"))
     agent._ack_with(Rec("alerts", 1, 7), lambda: acked.append("copy"))
     agent._ack_with(Rec("alerts", 1, 8), lambda: acked.append("other"))  # none waiting
     assert acked == ["other"]
-    done[0]()  # every notifier has the first copy
+    done[0][0]()  # every notifier has the first copy
     assert acked == ["other", "first", "copy"]
-    assert agent._waiting == {} and agent._key_of == {}
+    assert len(agent.gate) == 0
+
+
+def test_the_notifier_acknowledges_each_partition_in_offset_order() -> None:
+    """An event delivered before an earlier one of its partition waits for it (Faust
+    would otherwise commit past the earlier one); other partitions are independent; an
+    unreadable event is acknowledged in its turn."""
+    agent, done = _notifier()
+    acked: list[tuple[int, int]] = []
+    for p, o in ((0, 5), (0, 6), (1, 3)):
+        agent.submit(Rec("alerts", p, o, value=b"{}"), lambda p=p, o=o: acked.append((p, o)))
+    agent.submit(Rec("alerts", 0, 7, value=b"not json"), lambda: acked.append((0, 7)))
+    done[1][0]()  # (0, 6) delivered first
+    done[2][0]()  # (1, 3)
+    assert acked == [(1, 3)]
+    done[0][0]()  # (0, 5): it, then 6 and the unreadable 7
+    assert acked == [(1, 3), (0, 5), (0, 6), (0, 7)]
+
+
+def test_a_rebalance_withdraws_undelivered_events_without_acknowledging_them() -> None:
+    """Faust stops waiting for them (released) but commits none; a delivery finishing
+    afterwards acknowledges nothing; the dispatcher sees them withdrawn."""
+    agent, done = _notifier()
+    acked: list[int] = []
+    released: list[int] = []
+    for o in (1, 2):
+        agent.submit(Rec("alerts", 0, o, value=b"{}"), lambda o=o: acked.append(o),
+                     lambda o=o: released.append(o))
+    agent.release_all()
+    assert (acked, sorted(released), agent.withdrawn, len(agent.gate)) == ([], [1, 2], 2, 0)
+    assert [withdrawn() for _, withdrawn in done] == [True, True]
+    done[0][0]()
+    assert acked == []
+
+
+
+class _TakeEvents:
+    """Faust's ``Stream.take_events`` as far as acks go: a batch is acknowledged when the
+    agent's loop body ends, by an exception or a cancellation too (streams.py, finally)."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def take_events(self, n: int, within: float) -> Any:
+        try:
+            yield [types.SimpleNamespace(message=faust_message("traffic.aggregates", 0, 0))]
+            await asyncio.sleep(3600)
+        finally:
+            self.log.append("acked")
+
+
+def test_a_cancelled_sink_acknowledges_its_batch_only_after_writing_it() -> None:
+    """A worker stopping during a store outage cancels the sink mid-write: the write runs
+    on to its end before the batch is acknowledged (Faust may commit what is acked)."""
+    from thurrock_streams.agents.sink import SinkAgent
+
+    log: list[str] = []
+    store_back = asyncio.Event()
+
+    class Guard:
+        async def handle(self, batch: list[Any], process: Any) -> list[Any]:
+            await process(batch)
+            return batch
+
+    async def write(messages: list[Any]) -> None:
+        await store_back.wait()  # the store is down until the test brings it back
+        log.append("written")
+
+    sink = object.__new__(SinkAgent)
+    sink.settings = Settings(sink_batch_size=10)
+    sink.offsets = Guard()  # type: ignore[assignment]
+    sink.write_messages = write  # type: ignore[method-assign]
+
+    async def main() -> None:
+        task = asyncio.ensure_future(sink._run(_TakeEvents(log)))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        assert log == []  # neither written nor acknowledged while the store is down
+        store_back.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert log == ["written", "acked"]
+
+
+def test_quiet_time_counts_only_while_the_partition_is_caught_up() -> None:
+    """A backlog (not caught up), a pause (tables not ready) or a takeover is no
+    silence; a site that sends starts its quiet time again."""
+    from thurrock_streams.agents.readings import QuietClock
+
+    q = QuietClock(idle_s=60.0)
+    q.tick(0.0, {0})
+    q.heard("a", 0)
+    for t in range(1, 41):
+        q.tick(float(t), {0})  # caught up for 40 s
+    for t in range(41, 101):
+        q.tick(float(t), set())  # 60 s of backlog: not counted
+    assert q.quiet_s("a", 0) is None
+    for t in range(101, 121):
+        q.tick(float(t), {0})
+    assert q.quiet_s("a", 0) == 60.0 and q.quiet_sites() == 1
+    q.pause()
+    q.tick(500.0, {0})  # the gap after a pause does not count
+    assert q.quiet_s("a", 0) == 60.0
+    q.tick(530.0, {0})  # ticks far apart count at most max_step_s
+    assert q.quiet_s("a", 0) == 62.0
+    q.heard("a", 0)
+    assert q.quiet_s("a", 0) is None
+    q.reset()
+    assert q.quiet_s("a", 0) is None and q.quiet_sites() == 0

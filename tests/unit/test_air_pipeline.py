@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ def run(messages: list[dict[str, Any]], flush: bool = True) -> list[dict[str, An
     recs = [a for _, a in out.aggregates]
     if flush:
         for site, st in out.changed.items():
-            recs += [a for _, a in proc.flush(site, st).aggregates]
+            recs += [a for _, a in proc.run_on(site, st, math.inf).aggregates]
     assert proc.counters.readings_in == proc.counters.accepted
     return recs
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import numpy as np
@@ -270,7 +271,7 @@ def _step(pipeline: Any, frame: dict[str, Any], batches: int) -> list[dict[str, 
         states.update(out.changed)
         recs += [r for _, r in out.aggregates]
     site = frame["site_id"]
-    recs += [r for _, r in proc.flush(site, states[site]).aggregates]
+    recs += [r for _, r in proc.run_on(site, states[site], math.inf).aggregates]
     return recs
 
 

@@ -13,7 +13,7 @@ def test_help_lists_the_projects_commands(argv: list[str],
     assert main(argv) == 0
     out = capsys.readouterr().out
     commands = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
-    assert commands == ["worker", "dashboard", "stack", "watch", "rules"]
+    assert commands == ["worker", "dashboard", "stack", "watch", "rules", "topics"]
     assert "Faust" not in out.split("commands:")[0]
 
 

@@ -220,7 +220,7 @@ def test_the_dashboards_kafka_options_carry_the_security_settings() -> None:
     plain = kafka_options(Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "a:1,b:2"}))
     assert plain["bootstrap_servers"] == ["a:1", "b:2"]
     assert plain["group_id"] is None and plain["enable_auto_commit"] is False
-    assert "security_protocol" not in plain
+    assert plain.get("security_protocol", "PLAINTEXT") == "PLAINTEXT"
     sasl = kafka_options(Settings.from_env({
         "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
         "KAFKA_SASL_USERNAME": "dash", "KAFKA_SASL_PASSWORD": "s3cret"}))
@@ -228,4 +228,5 @@ def test_the_dashboards_kafka_options_carry_the_security_settings() -> None:
             sasl["sasl_plain_password"]) == ("SASL_SSL", "SCRAM-SHA-512", "dash", "s3cret")
     assert sasl["ssl_context"] is not None
     assert "ssl_context" not in kafka_options(Settings.from_env(
-        {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}))
+        {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_USERNAME": "dash",
+         "KAFKA_SASL_PASSWORD": "s3cret"}))

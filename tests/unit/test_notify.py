@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -124,7 +125,8 @@ def test_event_id_is_stable_and_as_specified() -> None:
 def test_webhook_posts_signed_json_and_reuses_its_connection() -> None:
     async def main() -> None:
         async with receiver() as (rec, url):
-            hook = WebhookNotifier(url, Secret(SECRET))
+            times = iter([1_700_000_000.9, 1_700_000_060.2])
+            hook = WebhookNotifier(url, Secret(SECRET), clock=lambda: next(times))
             try:
                 await hook.send(make_event(0))
                 await hook.send(make_event(1))
@@ -135,8 +137,10 @@ def test_webhook_posts_signed_json_and_reuses_its_connection() -> None:
             assert orjson.loads(body) == make_event(i)
             assert headers["Content-Type"] == "application/json"
             assert headers["X-Thurrock-Event-Id"] == event_id(make_event(i))
-            want = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            assert hmac.compare_digest(headers["X-Thurrock-Signature"], f"sha256={want}")
+            ts = ("1700000000", "1700000060")[i]  # whole seconds of each attempt
+            assert headers["X-Thurrock-Timestamp"] == ts
+            want = hmac.new(SECRET.encode(), f"{ts}.".encode() + body, hashlib.sha256)
+            assert hmac.compare_digest(headers["X-Thurrock-Signature"], f"v1={want.hexdigest()}")
         assert rec.requests[0][2] == rec.requests[1][2]  # one keep-alive connection
 
     asyncio.run(main())
@@ -150,7 +154,88 @@ def test_webhook_without_secret_sends_no_signature() -> None:
             await hook.close()
         headers = rec.requests[0][0]
         assert "X-Thurrock-Signature" not in headers
+        assert "X-Thurrock-Timestamp" not in headers
         assert headers["X-Thurrock-Event-Id"] == event_id(make_event())
+
+    asyncio.run(main())
+
+
+class VerifyingReceiver:
+    """A webhook receiver as docs/alerts.md tells one to be: it accepts a request only when
+    its timestamp is at most 5 minutes from its own clock, the HMAC-SHA256 over
+    "<timestamp>.<body>" matches (constant-time compare), and the signature was not seen
+    before (remembered for the 5 minutes it stays acceptable)."""
+
+    TOLERANCE_S = 300
+
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self.seen: dict[str, int] = {}
+        self.accepted: list[dict[str, Any]] = []
+        self.answers: list[tuple[int, str]] = []
+
+    def verify(self, headers: Any, body: bytes) -> tuple[int, str]:
+        ts, sig = headers.get("X-Thurrock-Timestamp", ""), headers.get("X-Thurrock-Signature", "")
+        if not ts.isdigit():
+            return 400, "no timestamp"
+        now = int(time.time())
+        if abs(now - int(ts)) > self.TOLERANCE_S:
+            return 401, "stale timestamp"
+        want = "v1=" + hmac.new(self.secret, ts.encode() + b"." + body,
+                                hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(sig.encode(), want.encode()):
+            return 401, "bad signature"
+        self.seen = {s: t for s, t in self.seen.items() if now - t <= self.TOLERANCE_S}
+        if sig in self.seen:
+            return 409, "replayed"
+        self.seen[sig] = int(ts)
+        return 200, "ok"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        status, reason = self.verify(request.headers, body)
+        self.answers.append((status, reason))
+        if status == 200:
+            self.accepted.append(orjson.loads(body))
+        return web.Response(status=status, text=reason)
+
+
+def test_a_receiver_verifying_signatures_takes_the_genuine_delivery_only() -> None:
+    async def main() -> None:
+        rec = VerifyingReceiver(SECRET.encode())
+        app = web.Application()
+        app.router.add_post("/hook", rec.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        hook = WebhookNotifier(url, Secret(SECRET))
+        stale = WebhookNotifier(url, Secret(SECRET), clock=lambda: time.time() - 301)
+        forged = WebhookNotifier(url, Secret("not-the-secret"))
+        try:
+            ev = make_event()
+            body, headers = hook.body_and_headers(ev)
+            async with aiohttp.ClientSession() as http:
+                async def post(data: bytes) -> int:
+                    async with http.post(url, data=data, headers=headers) as resp:
+                        return resp.status
+
+                assert await post(body) == 200                                 # genuine
+                assert await post(body) == 409                                 # replay
+                assert await post(body.replace(b'"value":7', b'"value":1')) == 401  # tampered
+            with pytest.raises(NotifyError, match="401") as info:
+                await stale.send(make_event(1))                                # 301 s old
+            assert info.value.permanent
+            with pytest.raises(NotifyError, match="401"):
+                await forged.send(make_event(2))                               # wrong key
+            await hook.send(make_event(3))            # the notifier's own delivery path
+        finally:
+            for n in (hook, stale, forged):
+                await n.close()
+            await runner.cleanup()
+        assert rec.answers == [(200, "ok"), (409, "replayed"), (401, "bad signature"),
+                               (401, "stale timestamp"), (401, "bad signature"), (200, "ok")]
+        assert rec.accepted == [make_event(), make_event(3)]
 
     asyncio.run(main())
 
@@ -518,3 +603,80 @@ def test_notifiers_from_settings() -> None:
     assert notifiers_from_settings(Settings(alert_log=False, alert_smtp_host="mail.test")) == []
     with pytest.raises(SettingsError):
         notifiers_from_settings(Settings(alert_webhook_url="hooks.example.test/x"))
+
+
+def test_a_withdrawn_event_is_neither_retried_nor_sent() -> None:
+    """A rebalance withdraws undelivered events (another worker may deliver them): the
+    one being retried stops at its next failure, a waiting one is never sent."""
+
+    class Down:
+        name = "down"
+
+        def __init__(self) -> None:
+            self.tries = 0
+
+        async def send(self, event: dict[str, Any]) -> None:
+            self.tries += 1
+            raise NotifyError("receiver down")
+
+    async def main() -> None:
+        down = Down()
+        d = Dispatcher([down], max_backoff_s=0.01)
+        gone = False
+        done: list[int] = []
+        for i in range(2):
+            d.submit(make_event(i), lambda i=i: done.append(i), withdrawn=lambda: gone)
+        await until(lambda: down.tries >= 2)
+        gone = True
+        await until(lambda: done == [0, 1])
+        tries = down.tries
+        await asyncio.sleep(0.05)
+        assert down.tries == tries  # nothing more was tried
+        assert d.stats()["down"]["sent"] == 0
+        await d.stop(0)
+
+    asyncio.run(main())
+
+
+SMTP_LOGIN = {"ALERT_SMTP_HOST": "mail.test", "ALERT_SMTP_TO": "a@x.test",
+              "ALERT_SMTP_USERNAME": "streams", "ALERT_SMTP_PASSWORD": "pl41n-t3xt-pw"}
+
+
+@pytest.mark.parametrize("env", [
+    SMTP_LOGIN,
+    {k: v for k, v in SMTP_LOGIN.items() if k != "ALERT_SMTP_USERNAME"},
+    {k: v for k, v in SMTP_LOGIN.items() if k != "ALERT_SMTP_PASSWORD"},
+    {**SMTP_LOGIN, "ALERT_SMTP_STARTTLS": "false", "ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN": "no"},
+])
+def test_an_smtp_login_without_tls_is_refused(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError, match=r"ALERT_SMTP_STARTTLS=true.*"
+                                            r"ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN=true") as err:
+        Settings.from_env(env)
+    assert "pl41n-t3xt-pw" not in str(err.value)
+
+
+@pytest.mark.parametrize(("env", "login_in_clear"), [
+    ({**SMTP_LOGIN, "ALERT_SMTP_STARTTLS": "true"}, False),
+    ({**SMTP_LOGIN, "ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN": "true"}, True),
+    ({k: v for k, v in SMTP_LOGIN.items() if k != "ALERT_SMTP_HOST"}, False),  # no e-mail
+    ({"ALERT_SMTP_HOST": "mail.test", "ALERT_SMTP_TO": "a@x.test"}, False),   # no login
+])
+def test_an_smtp_login_goes_over_tls_or_is_allowed_explicitly(env: dict[str, str],
+                                                               login_in_clear: bool) -> None:
+    s = Settings.from_env(env)
+    assert s.alert_smtp_allow_plaintext_login is login_in_clear
+
+
+def test_the_worker_stops_at_start_up_on_an_smtp_login_in_clear(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from thurrock_streams.cli import main
+
+    for k, v in SMTP_LOGIN.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("ALERT_SMTP_STARTTLS", raising=False)
+    monkeypatch.delenv("ALERT_SMTP_ALLOW_PLAINTEXT_LOGIN", raising=False)
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("thurrock-streams: ALERT_SMTP_USERNAME/ALERT_SMTP_PASSWORD are set "
+                          "without ALERT_SMTP_STARTTLS=true")
+    assert "pl41n-t3xt-pw" not in err

@@ -85,11 +85,12 @@ def test_wrong_partition_is_rekeyed_not_processed() -> None:
     assert out2.changed[SITE].applied == {"traffic.readings:3": 1, "traffic.readings:1": 0}
 
 
-def test_flush_closes_open_windows() -> None:
+def test_a_running_watermark_closes_open_windows() -> None:
     p = Processor(pipeline())
     out = p.step([m(0, r(10)), m(1, r(70))], {}, now=1e9)
     assert out.aggregates == []
-    flushed = p.flush(SITE, out.changed[SITE])
+    assert p.run_on(SITE, out.changed[SITE], 70.0 + 10).changed == {}  # nothing closes
+    flushed = p.run_on(SITE, out.changed[SITE], 70.0 + 2000)
     assert [(a["window"], a["ts"], a["count"]) for _, a in flushed.aggregates] == [
         ("1m", 60.0, 1), ("1m", 120.0, 1), ("15m", 900.0, 2)]
     # the input state is not modified
@@ -109,3 +110,64 @@ def test_codec_refuses_foreign_bytes() -> None:
         decode_state(b"\x80\x04pickle")
     back = decode_state(encode_state({"x": float("-inf"), "nested": {"k": [1, 2]}}))
     assert back == {"x": float("-inf"), "nested": {"k": [1, 2]}}
+
+
+class _Poisoned(TrafficPipeline):
+    """A pipeline whose kernel fails on one speed (a stand-in for an unforeseen bug)."""
+
+    def on_accept(self, carry, ts, cols) -> None:  # type: ignore[no-untyped-def]
+        if (cols["speed_kph"] == 42.0).any():
+            raise RuntimeError("poisoned reading")
+        super().on_accept(carry, ts, cols)
+
+
+def test_a_failed_batch_is_retried_one_by_one_and_counted_once() -> None:
+    """The failed batch attempt counts nothing: 4 readings, 3 accepted, 1 ``internal``."""
+    p = Processor(_Poisoned(EngineConfig((60, 900), 30.0, 300.0), Registry({}, {})))
+    feed = [m(0, r(10, site_id="a")), m(1, r(11, 42.0, site_id="b")),
+            m(2, r(12, site_id="c")), m(3, r(13, site_id="d"))]
+    out = p.step_isolating(feed, {}, now=100.0)
+    c = p.counters
+    assert (c.readings_in, c.accepted, c.deadlettered) == (4, 3, {"internal": 1})
+    assert [(d["offset"], d["reason"]) for _, d in out.deadletters] == [(1, "internal")]
+    assert sorted(out.changed) == ["a", "c", "d"]
+
+
+def beat(offset: int, ts: float, site: str = SITE, **extra) -> RawMessage:
+    return m(offset, {"site_id": site, "ts": ts, "heartbeat": True, **extra})
+
+
+def test_heartbeats_close_windows_count_apart_and_bad_ones_are_dead_lettered() -> None:
+    p = Processor(pipeline())
+    feed = [m(0, r(10)), beat(1, 200.0), m(2, r(100)),  # 100: its window closed (late)
+            beat(3, 5e9), beat(4, 100.0), beat(5, "yesterday"), beat(6, 300.0, lane=1),
+            m(7, r(250))]
+    out = p.step(feed, {}, now=1000.0)
+    c = p.counters
+    assert (c.readings_in, c.accepted, c.deadlettered) == (3, 2, {"late": 1})
+    assert (c.heartbeats_in, c.heartbeats, c.heartbeats_deadlettered) == \
+        (5, 2, {"future": 1, "schema": 2})
+    dead = {d["offset"]: d["reason"] for _, d in out.deadletters}
+    assert dead == {2: "late", 3: "future", 5: "schema", 6: "schema"}
+    # the heartbeat at 200 closed the 1-minute windows up to 170 (200 - 30 s lateness):
+    # [0, 60) and the empty [60, 120); the reading at 250 then closed [120, 180)
+    assert [(a["window"], a["ts"], a["count"]) for _, a in out.aggregates] == [
+        ("1m", 60.0, 1), ("1m", 120.0, 0), ("1m", 180.0, 0)]
+
+
+def test_a_vehicle_after_a_quiet_spell_counts_in_its_window() -> None:
+    """The night road of issue #13: one vehicle, 90 s of quiet (the watermark runs on
+    with the clock), the next vehicle: counted, and the 15-minute window holds both."""
+    p = Processor(pipeline())
+    out = p.step([m(0, r(10))], {}, now=10.0)
+    st = out.changed[SITE]
+    quiet = p.run_on(SITE, st, 10.0 + 90.0)  # 90 s of quiet, caught up
+    st = quiet.changed.get(SITE, st)
+    assert [(a["window"], a["ts"], a["count"]) for _, a in quiet.aggregates] == [
+        ("1m", 60.0, 1)]
+    out = p.step([m(1, r(100))], {SITE: st}, now=100.0)
+    assert p.counters.deadlettered == {}
+    st = out.changed[SITE]
+    end = p.run_on(SITE, st, 100.0 + 2000)
+    assert [(a["window"], a["ts"], a["count"]) for _, a in end.aggregates][-1] == \
+        ("15m", 900.0, 2)

@@ -85,9 +85,15 @@ def test_replay_to_a_file_and_a_missing_input(tmp_path: Path,
     feed = tmp_path / "f.jsonl"
     assert main(["generate", "--duration", "5m", "--sites", "A128-*", "--out", str(feed)]) == 0
     copy = tmp_path / "copy.jsonl"
-    assert main(["replay", str(feed), "--out", str(copy)]) == 0
+    assert main(["replay", str(feed), "--out", str(copy), "--no-heartbeats"]) == 0
     assert copy.read_bytes() == feed.read_bytes()
     assert "replayed" in capsys.readouterr().err
+    # by default each site's feed ends with a heartbeat: 00:05 -> 00:15 + 30 s
+    assert main(["replay", str(feed), "--out", str(copy), "--lateness", "30"]) == 0
+    beats = [b'{"topic":"traffic.readings","key":"%s","value":{"site_id":"%s",'
+             b'"ts":1717373730.0,"heartbeat":true}}\n' % (s, s)
+             for s in (b"A128-ORSETT-NB", b"A128-ORSETT-SB")]
+    assert copy.read_bytes() == feed.read_bytes() + b"".join(beats)
     assert main(["replay", str(tmp_path / "nope.jsonl"), "--out", str(copy)]) == 1
     assert "error" in capsys.readouterr().err
 

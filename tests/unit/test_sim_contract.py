@@ -2,7 +2,9 @@
 
 ``verdicts`` is written from the contract alone (pure Python, one row at a time) and is
 shared by the other simulator tests: it says what the processor must do with every
-reading of a feed, including the event-time rules (``future`` and ``late``).
+reading of a feed, including the event-time rules (``future`` and ``late``) and heartbeats
+(``{"site_id", "ts", "heartbeat": true}``: they raise the site's watermark, count in no
+window and are counted apart from the readings).
 """
 
 from __future__ import annotations
@@ -107,19 +109,55 @@ def raw_value(line: dict[str, Any]) -> bytes:
     return json.dumps(line["value"], separators=(",", ":")).encode()
 
 
+READING_FIELDS = {"lane", "speed_kph", "length_m", "class", "temperature_c", "humidity_pct",
+                  "columns", *POLLUTANTS}
+
+
+def heartbeat_ts(line: dict[str, Any]) -> float | None:
+    """The ``ts`` of a heartbeat line (CONTRACT.md §2: site_id, ts, heartbeat true, no
+    reading fields), or None when the line is not a heartbeat."""
+    value = line.get("value")
+    if not (isinstance(value, dict) and value.get("heartbeat") is True):
+        return None
+    assert not READING_FIELDS & set(value), value
+    assert isinstance(value.get("site_id"), str)
+    ts = _ts(value.get("ts"))
+    assert ts is not None and math.isfinite(ts), value
+    return ts
+
+
 def verdicts(lines: Iterable[dict[str, Any]], clock: float | Sequence[float],
              lateness: float = 30.0, skew: float = 300.0) -> tuple[int, Counter[str]]:
     """Apply CONTRACT.md §2-3 to a feed in order: (records accounted for, reasons).
 
     ``clock`` is the processor's clock: one for the whole feed, or one per line.
     """
+    records, reasons, _ = beat_verdicts(lines, clock, lateness, skew)
+    return records, reasons
+
+
+def beat_verdicts(lines: Iterable[dict[str, Any]], clock: float | Sequence[float],
+                  lateness: float = 30.0, skew: float = 300.0
+                  ) -> tuple[int, Counter[str], Counter[str]]:
+    """As :func:`verdicts`, and the heartbeats apart: ``heartbeats`` (all of them) and
+    ``future`` (those dead-lettered as such)."""
     reasons: Counter[str] = Counter()
+    beats: Counter[str] = Counter()
     records = 0
     watermark: dict[str, float] = {}
     lines = list(lines)
     clocks = [float(clock)] * len(lines) if isinstance(clock, int | float) else list(clock)
     for line, now in zip(lines, clocks, strict=True):
         topic = line["topic"]
+        hb = heartbeat_ts(line)
+        if hb is not None:
+            beats["heartbeats"] += 1
+            site = line["value"]["site_id"]
+            if hb > now + skew:
+                beats["future"] += 1
+            else:
+                watermark[site] = max(watermark.get(site, -math.inf), hb)
+            continue
         whole, rows = message_rows(topic, raw_value(line))
         if whole:
             records += 1
@@ -140,7 +178,7 @@ def verdicts(lines: Iterable[dict[str, Any]], clock: float | Sequence[float],
                 reasons["late"] += 1
             else:
                 watermark[site] = max(watermark.get(site, -math.inf), ts)
-    return records, reasons
+    return records, reasons, beats
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:

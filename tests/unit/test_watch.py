@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from thurrock_streams.watch import note_alert, render
+from thurrock_streams.watch import WorkerWatch, note_alert, render
 
 
 def test_screen_shows_traffic_air_and_open_alerts() -> None:
@@ -35,3 +35,22 @@ def test_the_screen_shows_what_the_delivery_guard_did_only_when_it_did_something
     counters["delivery"]["offsets"]["sink"].update(swept=3, missed=1)
     assert ("delivery: messages the consumer skipped, read from Kafka: 5; missed: 1 (see the "
             "worker log)") in render({}, {}, {}, counters)
+
+
+def test_the_view_says_when_the_worker_it_reads_is_gone() -> None:
+    w = WorkerWatch("http://127.0.0.1:6066/counters")
+    assert w.line(0.0) is None
+    w.silent(100.0)
+    assert w.line(103.4) == ("worker: no answer from http://127.0.0.1:6066/counters yet for "
+                             "3 s (starting? or not running)")
+    w.answered(1_700_000_000.0)  # 2023-11-14 22:13:20 UTC
+    assert w.line(1_700_000_001.0) is None
+    w.silent(1_700_000_002.0)
+    w.silent(1_700_000_004.0)  # still silent: counted from the first silence
+    gone = w.line(1_700_000_009.0)
+    assert gone == ("worker: GONE - http://127.0.0.1:6066/counters has not answered for 7 s "
+                    "(last answer 22:13:20 UTC); nothing new is processed until a worker runs "
+                    "again")
+    screen = render({}, {}, {}, None, worker=gone).splitlines()
+    assert screen[1] == gone and screen[0].startswith("Thurrock Streams")
+    assert "GONE" not in render({}, {}, {}, None, worker=None)

@@ -105,16 +105,35 @@ def test_empty_windows_between_readings_are_handed_out() -> None:
     assert np.bincount(one_minute.index(), minlength=6).tolist() == [1, 0, 0, 0, 0, 0]
 
 
-def test_idle_flush_closes_windows_holding_readings_and_invents_none_after() -> None:
+def test_a_running_watermark_closes_windows_and_invents_none_after_the_span() -> None:
     sw = SiteWindows()
     sw.ingest(CFG, np.array([10.0, 70.0]), {}, now=1e9)
-    closed = {c.size: c.starts.tolist() for c in sw.flush(CFG)}
+    closed = {c.size: c.starts.tolist() for c in sw.run_on(CFG, 70.0 + 2000)}
     assert closed == {60: [0.0, 60.0], 900: [0.0]}
-    assert not sw.has_open()
-    assert sw.flush(CFG) == []
-    # After the flush, a reading in a flushed window is late; a later one opens anew.
-    res = sw.ingest(CFG, np.array([100.0, 1000.0]), {}, now=1e9)
+    assert sw.watermark == 70.0  # the data watermark stays
+    assert sw.run_on(CFG, 70.0 + 3000) == []  # closes more, but nothing is in the span
+    # A reading in a window the running watermark closed is late; a later one is
+    # accepted, and its window closes with the empty ones before it now inside the span.
+    res = sw.ingest(CFG, np.array([100.0, 3200.0]), {}, now=1e9)
     assert res.late.tolist() == [True, False]
+    closed: dict[int, list[float]] = {60: [], 900: []}
+    for c in [*res.closed, *sw.run_on(CFG, 3200.0 + 2000)]:
+        closed[c.size] += c.starts.tolist()
+    assert closed[900] == [900.0, 1800.0, 2700.0]
+    assert closed[60] == [float(t) for t in range(120, 3240, 60)]
+
+
+def test_a_heartbeat_past_the_last_window_closes_and_writes_it_at_once() -> None:
+    sw = SiteWindows()
+    sw.ingest(CFG, np.array([10.0, 70.0]), {}, now=1e9)
+    future, closed = sw.heartbeat(CFG, 900.0 + 30.0, now=1e9)
+    assert not future
+    got = {c.size: c.starts.tolist() for c in closed}
+    # every 1-minute window ending at or before the heartbeat is in the span (empty ones
+    # included); the 15-minute window of the readings closes
+    assert got == {60: [float(t) for t in range(0, 900, 60)], 900: [0.0]}
+    assert sw.heartbeat(CFG, 500.0, now=1e9) == (False, [])  # behind: changes nothing
+    assert sw.heartbeat(CFG, 2e9, now=1e9) == (True, [])  # future
 
 
 def test_state_round_trip() -> None:
@@ -123,3 +142,107 @@ def test_state_round_trip() -> None:
     back = SiteWindows.from_state(sw.to_state())
     assert back.watermark == sw.watermark and back.closed_until == sw.closed_until
     assert back.buf_cols["v"].tolist() == [1.0, 2.0]
+
+
+def reference_events(events: list[tuple[str, float]], now: float, cfg: EngineConfig):
+    """CONTRACT.md §3 with heartbeats and quiet spells, one event at a time.
+
+    ``("r", t)`` a reading, ``("h", t)`` a heartbeat, ``("q", w)`` a running watermark.
+    """
+    w = -math.inf
+    closed = {s: -math.inf for s in cfg.sizes}
+    span = {s: -math.inf for s in cfg.sizes}  # windows ending at or before are in the span
+    accepted: list[float] = []
+    verdicts = []
+
+    def close(x: float) -> None:
+        for s in cfg.sizes:
+            closed[s] = max(closed[s], math.floor((x - cfg.allowed_lateness_s) / s) * s)
+
+    for kind, t in events:
+        if kind == "q":
+            close(t)
+            continue
+        if t > now + cfg.max_clock_skew_s:
+            verdicts.append("future")
+            continue
+        if kind == "h":
+            verdicts.append("beat")
+            if t > w:
+                w = t
+                for s in cfg.sizes:
+                    span[s] = max(span[s], math.floor(t / s) * s)
+                close(w)
+            continue
+        if any(math.floor(t / s) * s + s <= closed[s] for s in cfg.sizes):
+            verdicts.append("late")
+            continue
+        verdicts.append("ok")
+        accepted.append(t)
+        w = max(w, t)
+        for s in cfg.sizes:
+            span[s] = max(span[s], math.floor(t / s) * s + s)
+        close(w)
+    windows = {}
+    for s in cfg.sizes:
+        if not accepted:
+            windows[s] = {}
+            continue
+        first = min(math.floor(t / s) * s for t in accepted)
+        stop = min(closed[s], span[s])
+        windows[s] = {start: sorted(t for t in accepted if start <= t < start + s)
+                      for start in range(int(first), int(stop), s)}
+    return verdicts, windows
+
+
+events = st.lists(st.tuples(st.sampled_from("rrrrhq"),
+                            st.integers(0, 5000).map(float) | st.floats(0, 5000,
+                                                                        allow_nan=False)),
+                  max_size=60)
+
+
+@given(evs=events, cuts=st.lists(st.integers(0, 60), max_size=6))
+def test_engine_matches_reference_with_heartbeats_and_quiet_spells(
+        evs: list[tuple[str, float]], cuts: list[int]) -> None:
+    """Readings batched anyhow between heartbeats and running watermarks; every window is
+    handed out once, holding exactly the reference's readings."""
+    now = 4800.0
+    want_verdicts, want_windows = reference_events(evs, now, CFG)
+    sw = SiteWindows()
+    verdicts: list[str] = []
+    windows: dict[int, dict[int, list[float]]] = {s: {} for s in CFG.sizes}
+
+    def take(closed: list) -> None:  # type: ignore[type-arg]
+        for c in closed:
+            idx = c.index()
+            for i, start in enumerate(c.starts):
+                assert int(start) not in windows[c.size], "a window was handed out twice"
+                windows[c.size][int(start)] = sorted(c.ts[idx == i].tolist())
+
+    pending: list[float] = []
+
+    def ingest() -> None:
+        if pending:
+            res = sw.ingest(CFG, np.array(pending), {}, now)
+            verdicts.extend("future" if f else "late" if lt else "ok"
+                            for f, lt in zip(res.future, res.late, strict=True))
+            take(res.closed)
+            pending.clear()
+
+    for i, (kind, t) in enumerate(evs):
+        if kind == "r":
+            pending.append(t)
+            if i in cuts:
+                ingest()
+            continue
+        ingest()
+        if kind == "h":
+            future, closed = sw.heartbeat(CFG, t, now)
+            verdicts.append("future" if future else "beat")
+            take(closed)
+        else:
+            take(sw.run_on(CFG, t))
+        sw = SiteWindows.from_state(sw.to_state())  # a state stored and read back
+    ingest()
+    assert verdicts == want_verdicts
+    assert windows == want_windows

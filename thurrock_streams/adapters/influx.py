@@ -20,14 +20,15 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from influxdb_client import Point, WritePrecision
+from influxdb_client import WritePrecision
 
-from ..errors import SinkError
+from ..errors import SettingsError, SinkError
 from ..settings import Settings
 
-__all__ = ["InfluxWriter", "SinkStats", "to_line", "to_line_point"]
+__all__ = ["InfluxWriter", "SinkStats", "tls_options", "to_line"]
 
 # Record layout per processor topic: (measurement, tag names, integer fields, bool fields,
 # string fields). Every other non-tag key except ``start``/``ts`` is a float field.
@@ -44,32 +45,43 @@ SCHEMAS: dict[str, tuple[str, tuple[str, ...], frozenset[str], frozenset[str], f
 _NOT_FIELDS = frozenset({"start", "ts", "measurement"})
 
 
-_ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t",
-                             "\r": r"\r"})
-_ESCAPE_STRING = str.maketrans({'"': r'\"', "\\": r"\\"})
+# InfluxDB line protocol's special characters ("Special characters", line protocol
+# reference, InfluxDB v2 docs), each escaped with a backslash, and the backslash itself
+# escaped first: one ``str.translate`` pass maps every character once, so an escaping
+# backslash is never escaped again. A measurement escapes comma and space; tag keys, tag
+# values and field keys escape comma, equals sign and space; string field values escape
+# double quote. Unescaped, ``a\,b`` ended the tag at the comma and the store refused the
+# point, and a value ending in a backslash escaped the separator after it.
+_ESCAPE_MEASUREMENT = str.maketrans({"\\": "\\\\", ",": "\\,", " ": "\\ "})
+_ESCAPE_KEY = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ "})
+_ESCAPE_STRING = str.maketrans({"\\": "\\\\", '"': '\\"'})
+# A line ends at a newline: no escape carries one (nor a carriage return) in any element.
+_LINE_BREAKS = ("\n", "\r")
 _SORTED_TAGS = {name: tuple(sorted(schema[1])) for name, schema in SCHEMAS.items()}
 
 
 def to_line(schema: str, rec: dict[str, Any]) -> str:
-    """One record as an InfluxDB line-protocol point (nanosecond timestamp).
+    r"""One record as an InfluxDB line-protocol point (nanosecond timestamp).
 
-    Formats the line directly, byte for byte as ``influxdb_client``'s ``Point`` does (tags
-    and fields sorted by name, the same escaping, whole floats without ``.0``): building a
-    ``Point`` per record cost more than the rest of the sink together.
-    :func:`to_line_point` is that reference, kept for the tests.
+    Tags and fields sorted by name, whole floats without ``.0``, every special character
+    escaped (``_ESCAPE_*`` above). Formatted directly: building an ``influxdb_client``
+    ``Point`` per record cost more than the rest of the sink together (and ``Point`` does
+    not escape backslashes in tags). A record with a newline or carriage return in a tag,
+    key or string, which no line can carry, raises :class:`SinkError`.
 
     >>> to_line("traffic", {"site_id": "A13 EB", "window": "1m", "ts": 60.0, "count": 2,
     ...                     "flow_vph": 120.0, "mean_speed_kph": float("nan")})
-    'traffic,site_id=A13\\\\ EB,window=1m count=2i,flow_vph=120 60000000000'
+    'traffic,site_id=A13\\ EB,window=1m count=2i,flow_vph=120 60000000000'
+    >>> print(to_line("traffic", {"site_id": "a\\,b=c\\", "window": "1m", "ts": 60,
+    ...                           "count": 1}))
+    traffic,site_id=a\\\,b\=c\\,window=1m count=1i 60000000000
     """
     measurement, tags, ints, bools, strings = SCHEMAS[schema]
     tag_parts = []
     for t in _SORTED_TAGS[schema]:
         value = str(rec[t]).translate(_ESCAPE_KEY)
-        if value.endswith("\\"):
-            value += " "
         if value:
-            tag_parts.append(f"{t}={value}")
+            tag_parts.append(f"{t.translate(_ESCAPE_KEY)}={value}")
     field_parts = []
     for k in sorted(rec):
         v = rec[k]
@@ -88,32 +100,23 @@ def to_line(schema: str, rec: dict[str, Any]) -> str:
     if not field_parts:
         raise SinkError(f"record has no field to write: {rec}", retryable=False)
     sep = "," if tag_parts else ""
-    return (f"{measurement}{sep}{','.join(tag_parts)} {','.join(field_parts)} "
-            f"{round(float(rec['ts']) * 1e9)}")
+    line = (f"{measurement.translate(_ESCAPE_MEASUREMENT)}{sep}{','.join(tag_parts)} "
+            f"{','.join(field_parts)} {round(float(rec['ts']) * 1e9)}")
+    if _LINE_BREAKS[0] in line or _LINE_BREAKS[1] in line:
+        raise SinkError(f"a line break in a tag, key or string cannot be written: {rec}",
+                        retryable=False)
+    return line
 
 
-def to_line_point(schema: str, rec: dict[str, Any]) -> str:
-    """:func:`to_line` through ``influxdb_client.Point`` (slower; the reference)."""
-    measurement, tags, ints, bools, strings = SCHEMAS[schema]
-    p = Point(measurement)
-    for t in tags:
-        p.tag(t, str(rec[t]))
-    for k, v in rec.items():
-        if k in _NOT_FIELDS or k in tags or v is None:
-            continue
-        if k in ints:
-            p.field(k, int(v))
-        elif k in bools:
-            p.field(k, bool(v))
-        elif k in strings:
-            p.field(k, str(v))
-        elif isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
-            p.field(k, float(v))
-    p.time(round(float(rec["ts"]) * 1e9), WritePrecision.NS)
-    line = p.to_line_protocol()
-    if not line:
-        raise SinkError(f"record has no field to write: {rec}", retryable=False)
-    return str(line)
+def tls_options(s: Settings) -> dict[str, Any]:
+    """TLS options of the InfluxDB client: the CA bundle ``INFLUX_CA_FILE`` to trust
+    (else the system's trust store), and ``INFLUX_VERIFY_SSL=false`` to skip checking the
+    certificate (test set-ups only: anyone on the path could then read the token)."""
+    if s.influx_ca_file:
+        path = Path(s.influx_ca_file)
+        if not path.is_file():
+            raise SettingsError(f"INFLUX_CA_FILE={s.influx_ca_file!r} is not a readable file")
+    return {"verify_ssl": s.influx_verify_ssl, "ssl_ca_cert": s.influx_ca_file or None}
 
 
 @dataclass
@@ -140,6 +143,7 @@ class InfluxWriter:
         self.stats = SinkStats()
         self._clock = clock
         self._client: Any = None
+        self._tls = tls_options(settings)  # a bad INFLUX_CA_FILE stops the worker at start
         self._post = post or self._post_influx
 
     async def _post_influx(self, lines: list[str]) -> None:
@@ -151,7 +155,7 @@ class InfluxWriter:
         if self._client is None:
             self._client = InfluxDBClientAsync(
                 url=self.settings.influx_url, token=self.settings.influx_token.get() or "none",
-                org=self.settings.influx_org, timeout=10_000)
+                org=self.settings.influx_org, timeout=10_000, **self._tls)
         try:
             await self._client.write_api().write(
                 bucket=self.settings.influx_bucket, record="\n".join(lines),

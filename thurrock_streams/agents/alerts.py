@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -46,7 +48,7 @@ from .readings import (
     store_states,
 )
 
-__all__ = ["AlertAgent", "AlertCounters", "NotifyAgent", "quiet_s"]
+__all__ = ["AckGate", "AlertAgent", "AlertCounters", "NotifyAgent", "quiet_s"]
 
 log = logging.getLogger(__name__)
 
@@ -248,29 +250,113 @@ class AlertAgent(LoopLock):
         await retry_kafka(lambda: store_states(self.table, records), "alerts")
 
 
+@dataclass
+class _Entry:
+    """One alert event being delivered: its acknowledgements (Faust's event's, or an ack by
+    offset for one the guard read from Kafka, plus those of copies handed over again), and
+    how to make Faust forget it without an acknowledgement."""
+
+    acks: list[Callable[[], Any]]
+    release: Callable[[], None] | None = None
+    done: bool = False
+    withdrawn: bool = False
+
+
+class AckGate:
+    """Acknowledges each partition's events in offset order, once delivered.
+
+    Faust commits a partition's run of acknowledged offsets even when it starts one past
+    the committed offset (faust-streaming #606), so an event still being delivered must
+    not be passed by the acknowledgement of a later one: a crash would then lose it.
+    :meth:`withdraw_all` (a rebalance starts) forgets every event not yet acknowledged
+    without acknowledging it: Faust then neither waits for it nor commits it, and it is
+    delivered by whichever worker holds its partition after the rebalance.
+
+    Thread-safe: Faust runs the rebalance callback on the consumer's thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, int], dict[int, _Entry]] = {}
+        self._heaps: dict[tuple[str, int], list[int]] = {}
+
+    def join(self, topic: str, partition: int, offset: int, ack: Callable[[], Any]) -> bool:
+        """Add ``ack`` to the event waiting at that offset; False if none waits."""
+        with self._lock:
+            entry = self._entries.get((topic, partition), {}).get(offset)
+            if entry is not None:
+                entry.acks.append(ack)
+            return entry is not None
+
+    def add(self, topic: str, partition: int, offset: int, ack: Callable[[], Any],
+            release: Callable[[], None] | None = None) -> _Entry | None:
+        """Register an event; ``None`` if one at that offset waits already (then ``ack``
+        joins it)."""
+        tp = (topic, partition)
+        with self._lock:
+            waiting = self._entries.setdefault(tp, {})
+            if offset in waiting:
+                waiting[offset].acks.append(ack)
+                return None
+            entry = waiting[offset] = _Entry([ack], release)
+            heapq.heappush(self._heaps.setdefault(tp, []), offset)
+            return entry
+
+    def done(self, topic: str, partition: int, offset: int, entry: _Entry) -> None:
+        """The event is delivered: acknowledge it and the delivered ones after it, up to
+        the first still waiting."""
+        tp = (topic, partition)
+        acks: list[Callable[[], Any]] = []
+        with self._lock:
+            if entry.withdrawn:
+                return
+            entry.done = True
+            waiting, heap = self._entries.get(tp, {}), self._heaps.get(tp, [])
+            while heap and waiting[heap[0]].done:
+                acks += waiting.pop(heapq.heappop(heap)).acks
+        for ack in acks:
+            ack()
+
+    def withdraw_all(self) -> int:
+        """Forget every event not yet acknowledged, without acknowledging it; return how
+        many."""
+        with self._lock:
+            entries = [e for waiting in self._entries.values() for e in waiting.values()]
+            self._entries.clear()
+            self._heaps.clear()
+            for e in entries:
+                e.withdrawn = True
+        for e in entries:
+            if e.release is not None:
+                e.release()
+        return len(entries)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(len(w) for w in self._entries.values())
+
+
 class NotifyAgent:
     """Hands every alert event to the notifiers; acks it once they all have it.
 
-    Faust waits for every unacknowledged event before it gives partitions up in a
-    rebalance; so that a notifier that is down cannot stall a rebalance, the events still
-    waiting are acknowledged when one starts (:meth:`release_all`) and stay in the
-    dispatcher's queues, delivered by this process as before.
+    Events are acknowledged in offset order per partition (:class:`AckGate`). Faust waits
+    for every unacknowledged event before it gives partitions up in a rebalance; so that
+    a notifier that is down cannot stall a rebalance, the events still waiting are
+    withdrawn when one starts (:meth:`release_all`): unacknowledged, so Kafka delivers them
+    again to whichever worker holds their partition next, and no longer retried here.
+    A notification may so be sent twice (at least once, never lost); receivers drop
+    repeats by the event id (docs/alerts.md).
     """
 
     def __init__(self, app: faust.App, settings: Settings, dispatcher: Dispatcher,
                  reader: Reader) -> None:
+        self.app = app
         self.dispatcher = dispatcher
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.source = app.topic(settings.topic(ALERTS), partitions=settings.topic_partitions,
                                 internal=True, **raw)
-        # Each waiting event: its (topic, partition, offset) and acknowledgements (Faust's
-        # event's, or for an event the guard read from Kafka, an ack by its offset; plus
-        # those of copies the consumer handed over again meanwhile); and the waiting key of
-        # each (topic, partition, offset).
-        self._waiting: dict[int, tuple[tuple[str, int, int], list[Callable[[], Any]]]] = {}
-        self._key_of: dict[tuple[str, int, int], int] = {}
-        self._guard = threading.Lock()  # the rebalance callback runs on the consumer's thread
-        self._next = 0
+        self.gate = AckGate()
+        self.withdrawn = 0
         self._ack = faust_ack(app)
         self.offsets = OffsetGuard("alert-notify", reader)  # submit() acknowledges
         app.agent(self.source, name="alert-notify")(self._run)
@@ -280,55 +366,48 @@ class NotifyAgent:
         async for event in stream.noack().events():
             async def process(messages: list[Any], event: Any = event) -> None:
                 for m in messages:
-                    self.submit(m, event.ack if m is event.message
-                                else functools.partial(self._ack, m))
+                    if m is event.message:
+                        self.submit(m, event.ack, functools.partial(self._forget, m))
+                    else:
+                        self.submit(m, functools.partial(self._ack, m))
 
             if not await self.offsets.handle([event.message], process):
                 self._ack_with(event.message, event.ack)  # handed over twice
 
+    def _forget(self, m: Any) -> None:
+        """Make Faust's consumer stop waiting for ``m`` without acknowledging it."""
+        self.app.consumer._unacked_messages.discard(m)  # type: ignore[attr-defined]
+
     def _ack_with(self, m: Any, ack: Callable[[], Any]) -> None:
         """Acknowledge a copy of an event handed over again once the first copy is
-        delivered (at once if it is)."""
-        with self._guard:
-            key = self._key_of.get((m.topic, m.partition, m.offset))
-            if key is not None:
-                self._waiting[key][1].append(ack)
-                return
-        ack()
+        acknowledged (at once if it is)."""
+        if not self.gate.join(m.topic, m.partition, m.offset, ack):
+            ack()
 
     async def _submit_read(self, messages: list[Any]) -> None:
         for m in messages:
             self.submit(m, functools.partial(self._ack, m))
 
-    def submit(self, m: Any, ack: Callable[[], Any]) -> None:
-        """Hand one alert event to the notifiers; ``ack`` once they all have it."""
+    def submit(self, m: Any, ack: Callable[[], Any],
+               release: Callable[[], None] | None = None) -> None:
+        """Hand one alert event to the notifiers; ``ack`` once they all have it and every
+        earlier event of its partition is acknowledged."""
+        entry = self.gate.add(m.topic, m.partition, m.offset, ack, release)
+        if entry is None:
+            return  # a copy of an event still being delivered
+        done = functools.partial(self.gate.done, m.topic, m.partition, m.offset, entry)
         try:
             rec = orjson.loads(m.value or b"")
         except orjson.JSONDecodeError:
             log.error("alerts: unreadable alert event at offset %d", m.offset)
-            ack()
+            done()
             return
-        mkey = (m.topic, m.partition, m.offset)
-        with self._guard:
-            key = self._next
-            self._next += 1
-            self._waiting[key] = (mkey, [ack])
-            self._key_of[mkey] = key
-        self.dispatcher.submit(rec, on_done=functools.partial(self._done, key))
-
-    def _done(self, key: int) -> None:
-        with self._guard:
-            mkey, acks = self._waiting.pop(key, (None, []))
-            if mkey is not None and self._key_of.get(mkey) == key:
-                del self._key_of[mkey]
-        for ack in acks:
-            ack()
+        self.dispatcher.submit(rec, on_done=done, withdrawn=lambda: entry.withdrawn)
 
     def release_all(self) -> None:
-        """Acknowledge every event still being delivered (a rebalance is starting)."""
-        with self._guard:
-            acks = [a for _, waiting in self._waiting.values() for a in waiting]
-            self._waiting.clear()
-            self._key_of.clear()
-        for ack in acks:
-            ack()
+        """Withdraw every event still being delivered (a rebalance is starting)."""
+        n = self.gate.withdraw_all()
+        self.withdrawn += n
+        if n:
+            log.info("alerts: %d undelivered alert events left unacknowledged at a "
+                     "rebalance; whoever holds their partitions next delivers them", n)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import ChainMap
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -20,8 +19,9 @@ import faust
 import orjson
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from faust.types import TP
 
-from ..engine.processor import Pipeline, Processor, SiteState, StepOutput, dead_letter
+from ..engine.processor import Pipeline, Processor, SiteState, StepOutput
 from ..readings import RawMessage
 from ..settings import Settings
 from ..topics import ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
@@ -85,6 +85,55 @@ async def store_states(table: Any, records: Mapping[bytes, bytes]) -> None:
         futures = [table.send_changelog(p, k, v) for p, k, v in batch]
         if futures:
             await asyncio.gather(*futures)
+
+
+class QuietClock:
+    """Wall-clock seconds of silence per site, counted only while caught up.
+
+    Per partition, a clock advances with the wall clock while the worker has processed
+    all that the partition holds (a backlog, a restart or a rebalance is no silence,
+    CONTRACT.md §3). A site's quiet time is its partition's clock now minus its value
+    when the site last sent a message; from ``idle_s`` on, the site's watermark runs on
+    by that much. Timer ticks further apart than ``max_step_s`` count ``max_step_s``.
+    """
+
+    def __init__(self, idle_s: float, max_step_s: float = 2.0) -> None:
+        self.idle_s = idle_s
+        self.max_step_s = max_step_s
+        self.clock: dict[int, float] = {}
+        self.anchor: dict[str, tuple[int, float]] = {}
+        self._last: float | None = None
+
+    def reset(self) -> None:
+        """Forget every site's silence (a takeover)."""
+        self.clock.clear()
+        self.anchor.clear()
+        self._last = None
+
+    def pause(self) -> None:
+        """The time until the next tick does not count (tables not ready)."""
+        self._last = None
+
+    def tick(self, now: float, caught_up: Iterable[int]) -> None:
+        """Advance the clocks of the ``caught_up`` partitions to ``now`` (monotonic s)."""
+        step = 0.0 if self._last is None else min(max(now - self._last, 0.0), self.max_step_s)
+        self._last = now
+        for p in caught_up:
+            self.clock[p] = self.clock.get(p, 0.0) + step
+
+    def heard(self, site: str, partition: int) -> None:
+        """The site sent a message now."""
+        self.anchor[site] = (partition, self.clock.get(partition, 0.0))
+
+    def quiet_s(self, site: str, partition: int) -> float | None:
+        """The site's quiet seconds once they reach ``idle_s``, else None."""
+        now = self.clock.get(partition, 0.0)
+        quiet = now - self.anchor.setdefault(site, (partition, now))[1]
+        return quiet if quiet >= self.idle_s else None
+
+    def quiet_sites(self) -> int:
+        """How many sites are quiet now (their watermark runs on with the clock)."""
+        return sum(self.clock.get(p, 0.0) - a >= self.idle_s for p, a in self.anchor.values())
 
 
 def owned_partitions(app: Any, topics: Iterable[str]) -> set[int]:
@@ -158,7 +207,7 @@ class ReadingsAgent(LoopLock):
         self.processor = Processor(pipeline, partition_of=self._partition_of)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         src = settings.topic(source)
-        rekey = f"{settings.topic_prefix}{settings.app_id}-{source}-rekey"
+        rekey = f"{settings.group_id}-{source}-rekey"
         self.sources = app.topic(src, rekey, partitions=n, internal=True, **raw)
         self.rekey_out = app.topic(rekey, partitions=n, internal=True, **raw)
         self.aggregates_out = app.topic(settings.topic(aggregates), partitions=n,
@@ -170,7 +219,7 @@ class ReadingsAgent(LoopLock):
             key_type=bytes, value_type=bytes,  # bytes -> Faust's "raw" codec, both ways
             help=f"{self.kind} site states (windows, watermark, applied offsets)"))
         self.cache: dict[str, tuple[bytes, SiteState]] = {}
-        self.last_seen: dict[str, float] = {}
+        self.quiet = QuietClock(settings.idle_flush_s)
         # Puts source messages the consumer dropped back into the batches.
         self.offsets = OffsetGuard(self.kind, reader, faust_ack(app))
         # Up to 50,000 messages a batch: with thousands of sites sending single readings,
@@ -182,7 +231,7 @@ class ReadingsAgent(LoopLock):
         self.batch_within_s = 0.1
         self.step_max_bytes = 4 << 20
         app.agent(self.sources, name=f"{self.kind}-readings")(self._run)
-        app.timer(interval=1.0, name=f"{self.kind}-idle-flush")(self._idle_flush)
+        app.timer(interval=1.0, name=f"{self.kind}-quiet-sites")(self._quiet_sites)
         self.offsets.attach(app, self.sources.topics, self._step_messages)
         app.on_partitions_assigned.connect(self._on_assigned)
 
@@ -190,9 +239,8 @@ class ReadingsAgent(LoopLock):
         return partition_for(site.encode(), self.partitions)
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
-        # Idle timers count from the takeover: a restart must not flush windows that
-        # the replay of uncommitted readings is about to fill.
-        self.last_seen.clear()
+        # Quiet time counts from the takeover: a restart or a rebalance is no silence.
+        self.quiet.reset()
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
@@ -229,54 +277,47 @@ class ReadingsAgent(LoopLock):
         async with self.lock:
             out = self._process(messages, time.time())
             await self._deliver(out)
-            now = time.monotonic()
             for site in out.changed:
-                self.last_seen[site] = now
+                self.quiet.heard(site, self._partition_of(site))
 
     def _process(self, messages: list[RawMessage], now: float) -> StepOutput:
-        states = _States(self)
-        try:
-            return self.processor.step(messages, states, now)
-        except Exception:
-            log.exception("%s: a batch of %d messages failed; retrying one by one",
-                          self.kind, len(messages))
-        merged = StepOutput()
-        for m in messages:
-            try:
-                view: Mapping[str, SiteState] = ChainMap(merged.changed, dict(states))
-                o = self.processor.step([m], view, now)
-            except Exception as exc:
-                log.exception("%s: message %s:%d@%d failed", self.kind, m.topic, m.partition,
-                              m.offset)
-                c = self.processor.counters
-                c.readings_in += 1
-                c.add_dead("internal")
-                merged.deadletters.append((m.key, dead_letter(
-                    m, "internal", f"processing failed: {exc!r}"[:500], None)))
-                continue
-            merged.aggregates += o.aggregates
-            merged.deadletters += o.deadletters
-            merged.rekey += o.rekey
-            merged.changed.update(o.changed)
-        return merged
+        return self.processor.step_isolating(messages, _States(self), now)
 
-    async def _idle_flush(self) -> None:
+    def _caught_up(self, partition: int) -> bool:
+        """True when this worker has processed all that the site partition holds, in the
+        readings topic and in the re-key topic (Kafka's high watermark of the last fetch
+        against the offset due next)."""
+        for topic in self.sources.topics:
+            tp = (topic, partition)
+            due = self.offsets.expected.get(tp, self.offsets.starts.get(tp))
+            high = self.app.consumer.highwater(TP(topic, partition))
+            if due is None or high is None or due < high:
+                return False
+        return not self.offsets.lock.locked()
+
+    async def _quiet_sites(self) -> None:
+        """Run a quiet site's watermark on with the clock (CONTRACT.md §3)."""
         if not tables_ready(self.app):
+            self.quiet.pause()
             return
         async with self.lock:
-            now = time.monotonic()
-            states = _States(self)
             mine = owned_partitions(self.app, self.sources.topics)
+            self.quiet.tick(time.monotonic(), {p for p in mine if self._caught_up(p)})
+            states = _States(self)
+            merged = StepOutput()
             for site in list(states):
-                if self._partition_of(site) not in mine:
+                p = self._partition_of(site)
+                if p not in mine:
                     continue  # a standby copy of another worker's site
-                seen = self.last_seen.setdefault(site, now)
-                if now - seen < self.settings.idle_flush_s:
+                quiet = self.quiet.quiet_s(site, p)
+                if quiet is None:
                     continue
                 state = states[site]
-                if state.windows.has_open():
-                    await self._deliver(self.processor.flush(site, state))
-                self.last_seen[site] = now
+                out = self.processor.run_on(site, state, state.windows.watermark + quiet)
+                merged.aggregates += out.aggregates
+                merged.changed.update(out.changed)
+            if merged.changed:
+                await self._deliver(merged)
 
     async def _deliver(self, out: StepOutput) -> None:
         await retry_kafka(lambda: self._send(out), self.kind)

@@ -23,7 +23,7 @@ from ..errors import SinkError
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, DEADLETTER, TRAFFIC_AGGREGATES
 from .delivery import OffsetGuard, Reader, faust_ack
-from .readings import CLOSED_AT
+from .readings import CLOSED_AT, finish
 
 __all__ = ["SinkAgent"]
 
@@ -57,7 +57,11 @@ class SinkAgent:
 
     async def _run(self, stream: Any) -> None:
         async for events in stream.take_events(self.settings.sink_batch_size, within=0.2):
-            await self.offsets.handle([ev.message for ev in events], self.write_messages)
+            # Shielded like the readings agents' step: Faust acknowledges the batch when
+            # this body ends, by a cancellation too (a worker stopping during a store
+            # outage), and would then commit offsets of points never written.
+            await finish(self.offsets.handle([ev.message for ev in events],
+                                             self.write_messages))
 
     async def write_messages(self, messages: list[Any]) -> None:
         """Write the points of a batch of messages; return once all are in the store."""

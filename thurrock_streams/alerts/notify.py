@@ -21,6 +21,7 @@ import random
 import smtplib
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from ..errors import SettingsError, ThurrockError
 from ..settings import Secret, Settings
 
 __all__ = [
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
     "Dispatcher",
     "LogNotifier",
     "Notifier",
@@ -45,6 +48,7 @@ __all__ = [
     "WebhookNotifier",
     "event_id",
     "notifiers_from_settings",
+    "webhook_signature",
 ]
 
 log = logging.getLogger("thurrock_streams.alerts")
@@ -110,12 +114,31 @@ def _one_line(text: Any, limit: int) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+#: Headers of a signed webhook request: the Unix time (whole seconds) of the attempt, and
+#: ``v1=<hex HMAC-SHA256 over "<timestamp>.<body>">`` (docs/alerts.md: how to verify).
+TIMESTAMP_HEADER = "X-Thurrock-Timestamp"
+SIGNATURE_HEADER = "X-Thurrock-Signature"
+
+
+def webhook_signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    """The signature header's value: ``v1=`` and the hex HMAC-SHA256 of ``ts.body``.
+
+    >>> webhook_signature(b"k", "1700000000", b"{}")[:11]
+    'v1=c6ef4734'
+    """
+    mac = hmac.new(secret, timestamp.encode("ascii") + b"." + body, hashlib.sha256)
+    return f"v1={mac.hexdigest()}"
+
+
 class WebhookNotifier:
-    """POSTs each event as JSON, signed with HMAC-SHA256 when a secret is set."""
+    """POSTs each event as JSON; with a secret, each attempt is signed with its time
+    (HMAC-SHA256 over timestamp and body, as Stripe and Slack sign theirs), so a receiver
+    can refuse a tampered, old or replayed request."""
 
     name = "webhook"
 
-    def __init__(self, url: str, secret: Secret | None, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, secret: Secret | None, timeout_s: float = 10.0,
+                 clock: Callable[[], float] = time.time) -> None:
         parts = urlsplit(url)
         _ = parts.port  # raises ValueError on a bad port
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -126,6 +149,7 @@ class WebhookNotifier:
         private = {url, parts.path, parts.query, parts.netloc.rpartition("@")[0]}
         self._private = sorted((p for p in private if len(p) >= 4), key=len, reverse=True)
         self._secret = secret if secret else None
+        self._clock = clock
         self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._session_loop: asyncio.AbstractEventLoop | None = None
@@ -144,15 +168,18 @@ class WebhookNotifier:
         return self._session
 
     def body_and_headers(self, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-        """The exact request body and headers for one event."""
+        """The exact request body and headers for one attempt to deliver an event (a
+        retry is signed again, with its own time)."""
         try:
             body = orjson.dumps(event)
         except (TypeError, orjson.JSONEncodeError) as exc:
             raise NotifyError(f"event is not JSON-serialisable: {exc}", permanent=True) from None
         headers = {"Content-Type": "application/json", "X-Thurrock-Event-Id": _checked_id(event)}
         if self._secret is not None:
-            digest = hmac.new(self._secret.get().encode("utf-8"), body, hashlib.sha256)
-            headers["X-Thurrock-Signature"] = f"sha256={digest.hexdigest()}"
+            timestamp = str(int(self._clock()))
+            headers[TIMESTAMP_HEADER] = timestamp
+            headers[SIGNATURE_HEADER] = webhook_signature(self._secret.get().encode("utf-8"),
+                                                          timestamp, body)
         return body, headers
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -311,6 +338,11 @@ class _Ticket:
 class _Item:
     event: dict[str, Any]
     ticket: _Ticket
+    withdrawn: Callable[[], bool] | None = None
+
+    def is_withdrawn(self) -> bool:
+        """True once the caller took the event back (it is delivered elsewhere)."""
+        return self.withdrawn is not None and self.withdrawn()
 
 
 @dataclass
@@ -379,8 +411,13 @@ class Dispatcher:
         return self._loop is loop and all(
             lane.task is not None and not lane.task.done() for lane in self._lanes)
 
-    def submit(self, event: dict[str, Any], on_done: Callable[[], None] | None = None) -> None:
-        """Queue the event for every notifier; ``on_done`` runs once all have finished it."""
+    def submit(self, event: dict[str, Any], on_done: Callable[[], None] | None = None,
+               withdrawn: Callable[[], bool] | None = None) -> None:
+        """Queue the event for every notifier; ``on_done`` runs once all have finished it.
+
+        Once ``withdrawn()`` turns true the event is no longer sent nor retried (its
+        ``on_done`` still runs, as for a delivered one).
+        """
         if not isinstance(event, dict):
             log.error("alert dispatcher: ignored an event that is not an object (%s)",
                       type(event).__name__)
@@ -391,11 +428,12 @@ class Dispatcher:
         loop = self._loop
         if (loop is not None and not loop.is_closed()
                 and threading.get_ident() != self._loop_thread):
-            loop.call_soon_threadsafe(self._enqueue, dict(event), on_done)
+            loop.call_soon_threadsafe(self._enqueue, dict(event), on_done, withdrawn)
             return
-        self._enqueue(dict(event), on_done)
+        self._enqueue(dict(event), on_done, withdrawn)
 
-    def _enqueue(self, event: dict[str, Any], on_done: Callable[[], None] | None) -> None:
+    def _enqueue(self, event: dict[str, Any], on_done: Callable[[], None] | None,
+                 withdrawn: Callable[[], bool] | None = None) -> None:
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -410,7 +448,7 @@ class Dispatcher:
                 log.error("alert notifier %s: queue full (%d), dropped the oldest event %s",
                           lane.key, self.max_queue, _safe_event_id(old.event))
                 old.ticket.share_done()
-            lane.waiting.append(_Item(event, ticket))
+            lane.waiting.append(_Item(event, ticket, withdrawn))
             if lane.wake is not None:
                 lane.wake.set()
 
@@ -421,6 +459,9 @@ class Dispatcher:
                 await wake.wait()
                 continue
             item = lane.waiting.popleft()
+            if item.is_withdrawn():
+                item.ticket.share_done()
+                continue
             lane.current = item
             try:
                 await self._deliver(lane, item)
@@ -444,6 +485,10 @@ class Dispatcher:
                 lane.failed_attempts += 1
                 lane.last_error = _one_line(f"{type(exc).__name__}: {exc}", 500)
                 eid = _safe_event_id(item.event)
+                if item.is_withdrawn():
+                    log.info("alert notifier %s: event %s withdrawn (a rebalance), no "
+                             "longer retried here", lane.key, eid)
+                    return
                 if isinstance(exc, NotifyError) and exc.permanent:
                     lane.gave_up += 1
                     log.error("alert notifier %s gave up on event %s: %s", lane.key, eid,

@@ -15,7 +15,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,23 +38,14 @@ CALL_TIMEOUT_S = 15.0
 
 
 def kafka_options(s: Settings) -> dict[str, Any]:
-    """Every option of the dashboard's Kafka client (aiokafka), security included, built
-    here alone - the same settings as the worker's clients (app.py ``_client_options``)."""
-    opts: dict[str, Any] = {
-        "bootstrap_servers": s.kafka_bootstrap_servers.split(","),
-        "group_id": None, "enable_auto_commit": False, "auto_offset_reset": "earliest",
-        "request_timeout_ms": 15000, "retry_backoff_ms": 500,
-        "client_id": "thurrock-streams-dashboard"}
-    if s.kafka_security_protocol == "PLAINTEXT":
-        return opts
-    opts["security_protocol"] = s.kafka_security_protocol
-    if s.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        opts["ssl_context"] = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
-    if s.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
-        opts.update(sasl_mechanism=s.kafka_sasl_mechanism,
-                    sasl_plain_username=s.kafka_sasl_username,
-                    sasl_plain_password=s.kafka_sasl_password.get())
-    return opts
+    """Every option of the dashboard's Kafka client (aiokafka): its own reading options
+    here, the security ones from the project's one builder (adapters/kafka.py)."""
+    from ..adapters.kafka import aiokafka_options
+
+    return {"bootstrap_servers": s.kafka_bootstrap_servers.split(","),
+            "group_id": None, "enable_auto_commit": False, "auto_offset_reset": "earliest",
+            "request_timeout_ms": 15000, "retry_backoff_ms": 500,
+            "client_id": "thurrock-streams-dashboard", **aiokafka_options(s)}
 
 
 def _cancelling() -> bool:

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import base64
 import copy
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..readings import Batch, Kind, RawMessage, Rejected, decode_batch
+from ..readings import Batch, Heartbeat, Kind, RawMessage, Rejected, decode_batch
 from .codec import decode_state, encode_state
 from .windows import Closed, EngineConfig, SiteWindows
 
 __all__ = ["Counters", "Pipeline", "Processor", "SiteState", "StepOutput"]
+
+log = logging.getLogger(__name__)
 
 
 class Pipeline(Protocol):
@@ -38,6 +41,10 @@ class Pipeline(Protocol):
     def on_accept(self, carry: dict[str, Any], ts: NDArray[np.float64],
                   cols: dict[str, NDArray[Any]]) -> None:
         """See the readings a site accepted in a step (before its windows are aggregated)."""
+        ...
+
+    def on_heartbeat(self, carry: dict[str, Any], ts: float) -> None:
+        """See a heartbeat that raised the site's watermark to ``ts``."""
         ...
 
     def aggregates(self, site: str, closed: list[Closed],
@@ -79,7 +86,9 @@ class Counters:
     ``readings_in`` = ``accepted`` + sum of ``deadlettered``, where a message that cannot
     be read at all counts as one reading. Messages re-keyed to their site's partition
     are counted where they are processed; replays of already-applied messages are
-    counted in ``replayed_skipped`` only.
+    counted in ``replayed_skipped`` only. Heartbeats are no readings (CONTRACT.md §3):
+    ``heartbeats_in`` = ``heartbeats`` (applied, including those that changed nothing)
+    + sum of ``heartbeats_deadlettered``.
     """
 
     readings_in: int = 0
@@ -88,20 +97,44 @@ class Counters:
     rekeyed_messages: int = 0
     replayed_skipped: int = 0
     windows_closed: int = 0
+    heartbeats_in: int = 0
+    heartbeats: int = 0
+    heartbeats_deadlettered: dict[str, int] = field(default_factory=dict)
 
     def add_dead(self, reason: str, n: int = 1) -> None:
         """Count ``n`` dead-lettered readings with ``reason``."""
         self.deadlettered[reason] = self.deadlettered.get(reason, 0) + n
 
+    def add(self, other: Counters) -> None:
+        """Add the counts of ``other`` (one finished step) to these."""
+        self.readings_in += other.readings_in
+        self.accepted += other.accepted
+        for reason, n in other.deadlettered.items():
+            self.add_dead(reason, n)
+        self.rekeyed_messages += other.rekeyed_messages
+        self.replayed_skipped += other.replayed_skipped
+        self.windows_closed += other.windows_closed
+        self.heartbeats_in += other.heartbeats_in
+        self.heartbeats += other.heartbeats
+        for reason, n in other.heartbeats_deadlettered.items():
+            self.heartbeats_deadlettered[reason] = (
+                self.heartbeats_deadlettered.get(reason, 0) + n)
+
 
 @dataclass
 class StepOutput:
-    """What one step produced, in the order the agent must deliver it."""
+    """What one step produced, in the order the agent must deliver it.
+
+    ``counts`` are the step's own counts; the processor adds them to its counters only
+    when the step completes, so a step that fails (and is retried message by message)
+    counts nothing.
+    """
 
     aggregates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     deadletters: list[tuple[bytes | None, dict[str, Any]]] = field(default_factory=list)
     rekey: list[tuple[str, RawMessage]] = field(default_factory=list)
     changed: dict[str, SiteState] = field(default_factory=dict)
+    counts: Counters = field(default_factory=Counters)
 
 
 def dead_letter(m: RawMessage, reason: str, detail: str, row: int | None) -> dict[str, Any]:
@@ -136,10 +169,14 @@ class Processor:
         for rej in batch.rejected:
             site = site_of.get(rej.msg) if rej.site is not None else None
             if site is None:
-                self.counters.readings_in += 1
+                out.counts.readings_in += 1
                 self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
             elif site != "":
                 rejected_by_site.setdefault(site, []).append(rej)
+        beats_by_site: dict[str, list[Heartbeat]] = {}
+        for hb in batch.heartbeats:
+            if site_of.get(hb.msg):
+                beats_by_site.setdefault(hb.site, []).append(hb)
         # Per message, not per row: which messages are processed here, and their site.
         code_of: dict[str, int] = {}
         msg_code = np.full(len(messages), -1, dtype=np.int64)
@@ -149,21 +186,60 @@ class Processor:
         row_code = msg_code[batch.msg]
         keep = row_code >= 0
         batch = batch.take(keep)
+        no_rows = batch.take(np.zeros(0, dtype=np.int64))
         for site, rows in _by_site(batch, row_code[keep], list(code_of)):
-            self._site_step(site, rows, rejected_by_site.pop(site, []), messages, states,
-                            now, out)
-        for site, rejs in rejected_by_site.items():
-            self._site_step(site, batch.take(np.zeros(0, dtype=np.int64)), rejs, messages,
-                            states, now, out)
+            self._site_step(site, rows, rejected_by_site.pop(site, []),
+                            beats_by_site.pop(site, []), messages, states, now, out)
+        for site in sorted(set(rejected_by_site) | set(beats_by_site)):
+            self._site_step(site, no_rows, rejected_by_site.get(site, []),
+                            beats_by_site.get(site, []), messages, states, now, out)
+        self.counters.add(out.counts)
         return out
 
-    def flush(self, site: str, state: SiteState) -> StepOutput:
-        """Close every open window of an idle site."""
+    def step_isolating(self, messages: list[RawMessage], states: Mapping[str, SiteState],
+                       now: float) -> StepOutput:
+        """:meth:`step`; if it raises, each message on its own, in arrival order.
+
+        The processor never stops on input: a message whose step fails even alone is
+        dead-lettered ``internal`` and counts as one reading. The failed batch attempt
+        counts nothing (a step adds its counts only when it completes).
+        """
+        try:
+            return self.step(messages, states, now)
+        except Exception:
+            log.exception("%s: a batch of %d messages failed; retrying one by one",
+                          self.pipeline.kind, len(messages))
+        merged = StepOutput()
+        for m in messages:
+            try:
+                o = self.step([m], _Overlay(merged.changed, states), now)
+            except Exception as exc:
+                log.exception("%s: message %s:%d@%d failed", self.pipeline.kind, m.topic,
+                              m.partition, m.offset)
+                self.counters.readings_in += 1
+                self.counters.add_dead("internal")
+                merged.deadletters.append((m.key, dead_letter(
+                    m, "internal", f"processing failed: {exc!r}"[:500], None)))
+                continue
+            merged.aggregates += o.aggregates
+            merged.deadletters += o.deadletters
+            merged.rekey += o.rekey
+            merged.changed.update(o.changed)
+        return merged
+
+    def run_on(self, site: str, state: SiteState, watermark: float) -> StepOutput:
+        """Close the windows a quiet site's running ``watermark`` passed (CONTRACT.md §3).
+
+        Nothing changes (no state to store) unless a window closes.
+        """
         out = StepOutput()
+        if not state.windows.closes_at(self.pipeline.config, watermark):
+            return out
         new = state.copy()
-        closed = new.windows.flush(self.pipeline.config)
+        closed = new.windows.run_on(self.pipeline.config, watermark)
         self._emit(site, closed, new, out)
         out.changed[site] = new
+        self.counters.add(out.counts)
         return out
 
     def _route(self, messages: list[RawMessage], batch: Batch,
@@ -176,32 +252,56 @@ class Processor:
         for rej in batch.rejected:
             if rej.site is not None:
                 site_of.setdefault(rej.msg, rej.site)
+        for hb in batch.heartbeats:
+            site_of[hb.msg] = hb.site
         if self.partition_of is None:
             return site_of
-        for i, site in list(site_of.items()):
+        # In arrival (= source offset) order: the site's partition skips any message of a
+        # source partition below one it already applied from there.
+        for i in sorted(site_of):
+            site = site_of[i]
             m = messages[i]
             if not m.forwarded and self.partition_of(site) != m.partition:
                 out.rekey.append((site, m))
-                self.counters.rekeyed_messages += 1
+                out.counts.rekeyed_messages += 1
                 site_of[i] = ""
         return site_of
 
     def _site_step(self, site: str, rows: Batch, rejects: list[Rejected],
-                   messages: list[RawMessage], states: Mapping[str, SiteState], now: float,
-                   out: StepOutput) -> None:
+                   beats: list[Heartbeat], messages: list[RawMessage],
+                   states: Mapping[str, SiteState], now: float, out: StepOutput) -> None:
         old = out.changed.get(site) or states.get(site)
         new = SiteState() if old is None else old.copy()
-        fresh = self._fresh_messages(new, messages, rows, rejects)
+        fresh = self._fresh_messages(new, messages, rows, rejects, beats, out.counts)
         for rej in rejects:
-            if fresh[rej.msg]:
-                self.counters.readings_in += 1
-                self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
+            if not fresh[rej.msg]:
+                out.counts.replayed_skipped += 1
+            elif rej.heartbeat:
+                self._dead_beat(out, messages[rej.msg], rej.reason, rej.detail)
             else:
-                self.counters.replayed_skipped += 1
+                out.counts.readings_in += 1
+                self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
         fresh_rows = fresh[rows.msg]
         if not fresh_rows.all():
             rows = rows.take(fresh_rows)
-        self.counters.readings_in += len(rows)
+        beats = [b for b in beats if fresh[b.msg]]
+        if not beats:
+            self._ingest(site, rows, new, messages, now, out)
+        else:  # readings and heartbeats in arrival order
+            cuts = np.searchsorted(rows.msg, [b.msg for b in beats]).tolist()
+            start = 0
+            for b, cut in zip(beats, cuts, strict=True):
+                self._ingest(site, rows.take(np.arange(start, cut)), new, messages, now, out)
+                self._beat(site, b, new, messages[b.msg], now, out)
+                start = cut
+            self._ingest(site, rows.take(np.arange(start, len(rows))), new, messages, now, out)
+        out.changed[site] = new
+
+    def _ingest(self, site: str, rows: Batch, new: SiteState, messages: list[RawMessage],
+                now: float, out: StepOutput) -> None:
+        out.counts.readings_in += len(rows)
+        if not len(rows):
+            return
         res = new.windows.ingest(self.pipeline.config, rows.ts, rows.cols, now)
         for verdict, reason in ((res.future, "future"), (res.late, "late")):
             for j in np.flatnonzero(verdict):
@@ -210,22 +310,35 @@ class Processor:
                 r = int(rows.row[j])
                 self._dead(out, m, reason, detail, r if r >= 0 else None)
         ok = res.accepted
-        self.counters.accepted += int(ok.sum())
+        out.counts.accepted += int(ok.sum())
         if ok.any():
             cols = {k: v[ok] for k, v in rows.cols.items()}
             self.pipeline.on_accept(new.carry, rows.ts[ok], cols)
         self._emit(site, res.closed, new, out)
-        out.changed[site] = new
 
-    def _fresh_messages(self, state: SiteState, messages: list[RawMessage], rows: Batch,
-                        rejects: list[Rejected]) -> NDArray[np.bool_]:
+    def _beat(self, site: str, b: Heartbeat, new: SiteState, m: RawMessage, now: float,
+              out: StepOutput) -> None:
+        future, closed = new.windows.heartbeat(self.pipeline.config, b.ts, now)
+        if future:
+            self._dead_beat(out, m, "future", _time_detail("future", b.ts, new.windows, now))
+            return
+        out.counts.heartbeats_in += 1
+        out.counts.heartbeats += 1
+        if new.windows.watermark == b.ts:
+            self.pipeline.on_heartbeat(new.carry, b.ts)
+        self._emit(site, closed, new, out)
+
+    @staticmethod
+    def _fresh_messages(state: SiteState, messages: list[RawMessage], rows: Batch,
+                        rejects: list[Rejected], beats: list[Heartbeat],
+                        counts: Counters) -> NDArray[np.bool_]:
         """Which messages (mask over the batch) this site has not applied yet.
 
         Records them as applied. One Python step per message, none per row.
         """
         idx = np.unique(rows.msg).tolist()
-        if rejects:
-            idx = sorted(set(idx) | {r.msg for r in rejects})
+        if rejects or beats:
+            idx = sorted(set(idx) | {r.msg for r in rejects} | {b.msg for b in beats})
         fresh = np.zeros(len(messages), dtype=np.bool_)
         applied = state.applied
         for i in idx:
@@ -234,20 +347,43 @@ class Processor:
             if m.offset > applied.get(src, -1):
                 fresh[i] = True
                 applied[src] = m.offset
-        self.counters.replayed_skipped += int(rows.msg.size - np.count_nonzero(fresh[rows.msg]))
+        counts.replayed_skipped += int(rows.msg.size - np.count_nonzero(fresh[rows.msg]))
+        counts.replayed_skipped += sum(not fresh[b.msg] for b in beats)
         return fresh
 
     def _emit(self, site: str, closed: list[Closed], state: SiteState, out: StepOutput) -> None:
         if not closed:
             return
-        self.counters.windows_closed += sum(c.starts.size for c in closed)
+        out.counts.windows_closed += sum(c.starts.size for c in closed)
         for rec in self.pipeline.aggregates(site, closed, state.carry):
             out.aggregates.append((site, rec))
 
     def _dead(self, out: StepOutput, m: RawMessage, reason: str, detail: str,
               row: int | None) -> None:
-        self.counters.add_dead(reason)
+        out.counts.add_dead(reason)
         out.deadletters.append((m.key, dead_letter(m, reason, detail, row)))
+
+    def _dead_beat(self, out: StepOutput, m: RawMessage, reason: str, detail: str) -> None:
+        c = out.counts
+        c.heartbeats_in += 1
+        c.heartbeats_deadlettered[reason] = c.heartbeats_deadlettered.get(reason, 0) + 1
+        out.deadletters.append((m.key, dead_letter(m, reason, detail, None)))
+
+
+class _Overlay(Mapping[str, SiteState]):
+    """``top`` over ``base``: the states a fallback's earlier messages changed first."""
+
+    def __init__(self, top: Mapping[str, SiteState], base: Mapping[str, SiteState]) -> None:
+        self.top, self.base = top, base
+
+    def __getitem__(self, site: str) -> SiteState:
+        return self.top[site] if site in self.top else self.base[site]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(set(self.top) | set(self.base))
+
+    def __len__(self) -> int:
+        return len(set(self.top) | set(self.base))
 
 
 def _by_site(batch: Batch, code: NDArray[np.int64],

@@ -9,13 +9,17 @@ lengths and the columns to keep.
 Rules (CONTRACT.md §3), with W the site's watermark and L the allowed lateness:
 
 - window ``[start, end)`` with ``start`` a multiple of its length (epoch-aligned, UTC);
-- W is the largest ``ts`` among the site's accepted readings;
-- a window closes once ``W >= end + L``, or when the site has been idle (then every
-  window holding a reading closes);
+- W is the largest ``ts`` among the site's accepted readings and heartbeats;
+- a window closes once ``W >= end + L``, or once a quiet site's *running* watermark (its
+  W plus the quiet seconds the caller counts, :meth:`SiteWindows.run_on`) passes it;
 - a reading more than the clock skew ahead of ``now`` is ``future``; a reading whose
   window of any length is already closed is ``late``; neither moves W;
+- a heartbeat raises W to its ``ts`` and puts the windows ending at or before ``ts``
+  inside the site's span; it holds no reading;
 - closed windows are handed out once, from the first reading's window on, empty ones
-  included, never past the window of the last reading.
+  included, never past the site's span: the window of its last reading, or the last
+  window ending at or before its last heartbeat. A window closed beyond the span waits
+  until a later reading or heartbeat puts it inside.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = ["Closed", "EngineConfig", "IngestResult", "SiteWindows"]
+
+_NEG_INF = float("-inf")
 
 F64 = NDArray[np.float64]
 
@@ -96,12 +102,49 @@ class SiteWindows:
     next_emit: dict[int, float] = field(default_factory=dict)
     buf_ts: F64 = field(default_factory=lambda: np.zeros(0))
     buf_cols: dict[str, NDArray[Any]] = field(default_factory=dict)
+    span_end: dict[int, float] = field(default_factory=dict)
+    """Per window length, the end of the last window inside the site's span."""
 
-    def has_open(self) -> bool:
-        """True while some reading sits in a window that has not closed yet."""
-        return bool(self.buf_ts.size) or any(
-            self.next_emit.get(s, np.inf) < self.closed_until.get(s, -np.inf)
-            for s in self.next_emit)
+    def heartbeat(self, cfg: EngineConfig, ts: float, now: float) -> tuple[bool, list[Closed]]:
+        """Apply a heartbeat: (True if it is ``future``, the windows it closed).
+
+        One at or behind the watermark changes nothing.
+
+        >>> w = SiteWindows()
+        >>> cfg = EngineConfig(sizes=(60,), allowed_lateness_s=30)
+        >>> _ = w.ingest(cfg, np.array([10.0]), {}, now=100.0)
+        >>> future, closed = w.heartbeat(cfg, 150.0, now=150.0)
+        >>> future, [(c.starts.tolist(), c.ts.tolist()) for c in closed]
+        (False, [([0.0, 60.0], [10.0])])
+        """
+        if ts > now + cfg.max_clock_skew_s:
+            return True, []
+        if not ts > self.watermark:
+            return False, []
+        self.watermark = ts
+        for s in cfg.sizes:
+            self.span_end[s] = max(self.span_end.get(s, _NEG_INF), _floor_scalar(ts, s))
+        lat = cfg.allowed_lateness_s
+        return False, self._close(cfg, {s: _floor_scalar(ts - lat, s) for s in cfg.sizes})
+
+    def run_on(self, cfg: EngineConfig, watermark: float) -> list[Closed]:
+        """Close the windows a quiet site's running ``watermark`` has passed.
+
+        W itself stays the largest ``ts`` the site sent: the closed edges remember the
+        closures (a reading for a closed window is late), and no window past the span is
+        handed out.
+        """
+        lat = cfg.allowed_lateness_s
+        edges = {s: _floor_scalar(watermark - lat, s) for s in cfg.sizes}
+        if all(edges[s] <= self.closed_until.get(s, _NEG_INF) for s in cfg.sizes):
+            return []
+        return self._close(cfg, edges)
+
+    def closes_at(self, cfg: EngineConfig, watermark: float) -> bool:
+        """True if a running ``watermark`` would close a window that is still open."""
+        lat = cfg.allowed_lateness_s
+        return any(_floor_scalar(watermark - lat, s) > self.closed_until.get(s, _NEG_INF)
+                   for s in cfg.sizes)
 
     def ingest(self, cfg: EngineConfig, ts: F64, cols: dict[str, NDArray[Any]],
                now: float) -> IngestResult:
@@ -110,8 +153,9 @@ class SiteWindows:
         >>> w = SiteWindows()
         >>> cfg = EngineConfig(sizes=(60,), allowed_lateness_s=30)
         >>> r = w.ingest(cfg, np.array([10.0, 95.0, 20.0]), {}, now=100.0)
+        >>> # 95 takes the watermark past 60 + 30 s: [0, 60) closes with 10 alone, 20 is late.
         >>> r.late.tolist(), r.closed[0].starts.tolist(), r.closed[0].ts.tolist()
-        ([False, False, False], [0.0], [10.0, 20.0])
+        ([False, False, True], [0.0], [10.0])
         """
         lat = cfg.allowed_lateness_s
         if ts.size == 1:  # one reading (a site sending single readings): no array work
@@ -158,20 +202,16 @@ class SiteWindows:
     def copy(self) -> SiteWindows:
         """An independent copy (arrays are shared: they are replaced, never changed)."""
         return SiteWindows(self.watermark, dict(self.closed_until), dict(self.next_emit),
-                           self.buf_ts, dict(self.buf_cols))
-
-    def flush(self, cfg: EngineConfig) -> list[Closed]:
-        """Close every window that holds a reading (the site went idle)."""
-        if not np.isfinite(self.watermark):
-            return []
-        return self._close(cfg, {s: _floor_scalar(self.watermark, s) + s for s in cfg.sizes})
+                           self.buf_ts, dict(self.buf_cols), dict(self.span_end))
 
     def _accept(self, cfg: EngineConfig, ts: F64, cols: dict[str, NDArray[Any]]) -> None:
-        self.watermark = max(self.watermark, float(ts.max()))
+        hi = float(ts.max())
+        self.watermark = max(self.watermark, hi)
         lo = float(ts.min())
         for s in cfg.sizes:
             first = _floor_scalar(lo, s)
             self.next_emit[s] = min(self.next_emit.get(s, first), first)
+            self.span_end[s] = max(self.span_end.get(s, _NEG_INF), _floor_scalar(hi, s) + s)
         self.buf_ts = np.concatenate((self.buf_ts, ts))
         for k, v in cols.items():
             old = self.buf_cols.get(k)
@@ -183,13 +223,14 @@ class SiteWindows:
             edge = max(float(edges[s]), self.closed_until.get(s, -np.inf))
             self.closed_until[s] = edge
             first = self.next_emit.get(s)
-            if first is None or first >= edge:
+            stop = min(edge, self.span_end.get(s, _NEG_INF))
+            if first is None or first >= stop:
                 continue
-            starts = np.arange(first, edge, s, dtype=np.float64)
-            inside = (self.buf_ts >= first) & (self.buf_ts < edge)
+            starts = np.arange(first, stop, s, dtype=np.float64)
+            inside = (self.buf_ts >= first) & (self.buf_ts < stop)
             out.append(Closed(s, starts, self.buf_ts[inside],
                               {k: v[inside] for k, v in self.buf_cols.items()}))
-            self.next_emit[s] = edge
+            self.next_emit[s] = stop
         keep_from = min(self.closed_until.values(), default=-np.inf)
         keep = self.buf_ts >= keep_from
         if not keep.all():
@@ -205,15 +246,25 @@ class SiteWindows:
             "next_emit": {str(k): v for k, v in self.next_emit.items()},
             "buf_ts": self.buf_ts,
             "buf_cols": dict(self.buf_cols),
+            "span_end": {str(k): v for k, v in self.span_end.items()},
         }
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> SiteWindows:
-        """Rebuild from :meth:`to_state` output."""
-        return cls(
+        """Rebuild from :meth:`to_state` output.
+
+        A state stored before spans existed gets the span its readings imply: up to the
+        window of its watermark (then always a reading's ``ts``).
+        """
+        w = cls(
             watermark=float(d["watermark"]),
             closed_until={int(k): float(v) for k, v in d["closed_until"].items()},
             next_emit={int(k): float(v) for k, v in d["next_emit"].items()},
             buf_ts=np.asarray(d["buf_ts"], dtype=np.float64),
             buf_cols={k: np.asarray(v) for k, v in d["buf_cols"].items()},
         )
+        if "span_end" in d:
+            w.span_end = {int(k): float(v) for k, v in d["span_end"].items()}
+        elif math.isfinite(w.watermark):
+            w.span_end = {s: _floor_scalar(w.watermark, s) + s for s in w.next_emit}
+        return w
