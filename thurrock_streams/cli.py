@@ -165,7 +165,12 @@ def _dashboard(args: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     # aiokafka logs every failed reconnect attempt; the feed logs one line per outage.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    run(settings, config)
+    try:
+        run(settings, config)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        print(f"thurrock-streams dashboard: cannot listen on {config.host}:{config.port}: "
+              f"{exc.strerror or exc} (DASHBOARD_HOST, DASHBOARD_PORT)", file=sys.stderr)
+        return 2
     return 0
 
 
