@@ -182,8 +182,10 @@ async def _headers(request: web.Request, handler: Any) -> web.StreamResponse:
     return resp
 
 
-def build_app(settings: Settings, config: DashboardConfig) -> web.Application:
-    """The web app with its Kafka feed (started with the app)."""
+def build_app(settings: Settings, config: DashboardConfig,
+              with_feed: bool = True) -> web.Application:
+    """The web app with its Kafka feed (started with the app; ``with_feed=False`` for
+    tests of the pages alone)."""
     rules = load_rules(settings.alert_rules_file or None)
     state = DashboardState(load_registry(), tuple(rules.limits), config.staleness)
     app = web.Application(middlewares=[_headers])
@@ -200,7 +202,8 @@ def build_app(settings: Settings, config: DashboardConfig) -> web.Application:
     app.router.add_get("/api/alerts", alerts)
     app.router.add_get("/api/stream", stream)
     app.router.add_get("/healthz", healthz)
-    app.cleanup_ctx.append(_feed_ctx)
+    if with_feed:
+        app.cleanup_ctx.append(_feed_ctx)
     return app
 
 
