@@ -1,9 +1,11 @@
-"""The ``thurrock-streams`` command: Faust's own CLI bound to the app, plus ``stack``.
+"""The ``thurrock-streams`` command: Faust's own CLI bound to the app, plus ``stack``,
+``dashboard``, ``watch``, ``rules`` and ``topics``.
 
 ``thurrock-streams worker --web-port 6066 --loglevel info`` runs the processor and
 takes every Faust worker option; ``thurrock-streams stack up|down|status`` manages the
 local stack of real servers (Tansu and VictoriaMetrics); ``thurrock-streams topics
-[--apply]`` shows (and applies) the production topic plan.
+[--apply]`` shows (and applies) the production topic plan; ``thurrock-streams dashboard``
+serves the operators' web page.
 """
 
 from __future__ import annotations
@@ -119,9 +121,67 @@ def _rules(args: list[str]) -> int:
     return 0
 
 
+USAGE = """usage: thurrock-streams COMMAND [OPTIONS]
+
+Real-time traffic and air-quality processing for Thurrock: aggregates per site, the UK
+Daily Air Quality Index, alerts, written to Kafka and InfluxDB.
+
+commands:
+  worker      run the processor (a Faust worker; `worker --help` lists its options)
+  dashboard   serve the operators' web dashboard: live map, site panels, alerts
+  stack       start, stop or check the local stack (Kafka-protocol broker and store)
+  watch       live terminal view of the aggregates, alerts and the worker's counters
+  rules       check an alert rules file and print the rules in force
+  topics      show the production topic plan (`topics --apply` creates what is missing)
+
+Settings come from the environment (KAFKA_BOOTSTRAP_SERVERS, TOPIC_PREFIX, INFLUX_URL, ...;
+see README.md and docs/operations.md). `thurrock-streams COMMAND --help` says more.
+"""
+
+
+def _dashboard(args: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="thurrock-streams dashboard",
+        description="Serve the operators' dashboard (a live map of Thurrock, a panel per "
+        "site, the alerts) from the aggregates and alerts topics. Settings: as the worker's "
+        "(KAFKA_BOOTSTRAP_SERVERS, TOPIC_PREFIX, Kafka security), plus DASHBOARD_HOST "
+        "(default 127.0.0.1), DASHBOARD_PORT (default 8080), DASHBOARD_STALE_TRAFFIC_S "
+        "(180), DASHBOARD_STALE_AIR_S (1200) and DASHBOARD_FEED (SIMULATED, REPLAY or "
+        "empty); see docs/dashboard.md.")
+    parser.parse_args(args)
+    from .dashboard.config import DashboardConfig
+    from .dashboard.web import run
+
+    try:
+        settings = Settings.from_env()
+        config = DashboardConfig.from_env()
+        from .alerts.rules import load_rules
+
+        load_rules(settings.alert_rules_file or None)
+        check_tls(settings)
+    except ThurrockError as exc:
+        print(f"thurrock-streams dashboard: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # aiokafka logs every failed reconnect attempt; the feed logs one line per outage.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        run(settings, config)
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        print(f"thurrock-streams dashboard: cannot listen on {config.host}:{config.port}: "
+              f"{exc.strerror or exc} (DASHBOARD_HOST, DASHBOARD_PORT)", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int | None:
     """Entry point of the ``thurrock-streams`` console script."""
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] in ([], ["-h"], ["--help"], ["help"]):
+        print(USAGE, end="")
+        return 0 if args else 2
+    if args[:1] == ["dashboard"]:
+        return _dashboard(args[1:])
     if args[:1] == ["stack"]:
         return _stack(args[1:])
     if args[:1] == ["watch"]:
