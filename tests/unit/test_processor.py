@@ -182,3 +182,23 @@ def test_a_vehicle_after_a_quiet_spell_counts_in_its_window() -> None:
     end = p.run_on(SITE, st, 100.0 + 2000)
     assert [(a["window"], a["ts"], a["count"]) for _, a in end.aggregates][-1] == \
         ("15m", 900.0, 2)
+
+
+def test_dead_letters_of_a_big_frame_stay_sendable_and_carry_its_bytes_once() -> None:
+    """A frame over the dead-letter value limit: its bad rows' records carry its first
+    bytes once and point to that record after, so none exceeds what a producer sends."""
+    from thurrock_streams.engine.processor import MAX_DEAD_VALUE
+
+    n = 60_000
+    cols = {"ts": [10.0] * n, "lane": [1] * n, "speed_kph": [50.0] * (n - 3) + [999.0] * 3}
+    frame = m(0, {"site_id": SITE, "columns": cols})
+    assert len(frame.value or b"") > MAX_DEAD_VALUE
+    p = Processor(pipeline())
+    out = p.step([frame], {}, now=100.0)
+    dead = [d for _, d in out.deadletters]
+    assert [d["row"] for d in dead] == [n - 3, n - 2, n - 1]
+    sizes = [len(json.dumps(d)) for d in dead]
+    assert max(sizes) < 1_000_000 and sizes[1] < 1000 and sizes[2] < 1000
+    assert base64.b64decode(dead[0]["value_b64"]) == (frame.value or b"")[:MAX_DEAD_VALUE]
+    assert "first" in dead[0]["detail"] and "first dead letter" in dead[1]["detail"]
+    assert p.counters.readings_in == n and p.counters.deadlettered == {"range": 3}

@@ -141,14 +141,38 @@ class StepOutput:
     rekey: list[tuple[str, RawMessage]] = field(default_factory=list)
     changed: dict[str, SiteState] = field(default_factory=dict)
     counts: Counters = field(default_factory=Counters)
+    dead_values: set[tuple[str, int, int, bool]] = field(default_factory=set)
+    """Messages whose bytes a dead letter of this step already carries."""
 
 
-def dead_letter(m: RawMessage, reason: str, detail: str, row: int | None) -> dict[str, Any]:
-    """The dead-letter record of CONTRACT.md §1."""
+#: Original bytes a dead-letter record carries at most: base64 makes 4/3 of it, and the
+#: record must stay under the producers' 1 MiB default limit (else it cannot be sent).
+MAX_DEAD_VALUE = 600_000
+#: A frame's later dead-lettered rows in one step repeat its bytes only up to this size;
+#: above it they point to the step's first dead letter of the frame (which has them).
+MAX_REPEATED_VALUE = 64 * 1024
+
+
+def dead_letter(m: RawMessage, reason: str, detail: str, row: int | None,
+                repeat: bool = True) -> dict[str, Any]:
+    """The dead-letter record of CONTRACT.md §1.
+
+    ``value_b64`` holds the original bytes; beyond :data:`MAX_DEAD_VALUE` their start only
+    (the detail says so, and where the whole message is). With ``repeat`` false (a later
+    bad row of a large frame), none: the detail names the record that has them.
+    """
+    value = m.value or b""
+    if not repeat:
+        detail += (f" (the frame's {len(value)} bytes are in its first dead letter of this "
+                   "step, with the same topic, partition and offset)")
+        value = b""
+    elif len(value) > MAX_DEAD_VALUE:
+        detail += (f" (value_b64 holds the first {MAX_DEAD_VALUE} of {len(value)} bytes; "
+                   f"the whole message is {m.topic}[{m.partition}]@{m.offset})")
+        value = value[:MAX_DEAD_VALUE]
     return {
         "reason": reason, "detail": detail, "topic": m.topic, "partition": m.partition,
-        "offset": m.offset, "row": row,
-        "value_b64": base64.b64encode(m.value or b"").decode("ascii"),
+        "offset": m.offset, "row": row, "value_b64": base64.b64encode(value).decode("ascii"),
     }
 
 
@@ -370,7 +394,10 @@ class Processor:
     def _dead(self, out: StepOutput, m: RawMessage, reason: str, detail: str,
               row: int | None) -> None:
         out.counts.add_dead(reason)
-        out.deadletters.append((m.key, dead_letter(m, reason, detail, row)))
+        key = (m.topic, m.partition, m.offset, m.forwarded)
+        repeat = key not in out.dead_values or len(m.value or b"") <= MAX_REPEATED_VALUE
+        out.dead_values.add(key)
+        out.deadletters.append((m.key, dead_letter(m, reason, detail, row, repeat)))
 
     def _dead_beat(self, out: StepOutput, m: RawMessage, reason: str, detail: str) -> None:
         c = out.counts
