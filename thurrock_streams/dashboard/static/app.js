@@ -28,37 +28,11 @@ const CONGESTION = [
   { below: 0.75, word: "Congested", colour: "#f57c00" },
   { below: Infinity, word: "Severe", colour: "#c62828" },
 ];
-// GOV.UK health advice for the DAQI bands, summarised in our own words (the full text is
-// on GOV.UK; we do not reproduce it).
-const ADVICE_SOURCE = "Summary in our words of GOV.UK, “Health advice for the Daily Air " +
-  "Quality Index (DAQI)”, published 19 December 2025 (www.gov.uk, publication " +
-  "“Health effects of air pollution”). Read the full advice there.";
-const ADVICE = {
-  "Low": {
-    everyone: "Carry on with your usual outdoor activities.",
-    atRisk: "Adults and children with heart or lung conditions, and older people, may still " +
-      "notice symptoms: keep to your doctor's or nurse's usual advice and any agreed plan " +
-      "(an asthma action plan, for example).",
-  },
-  "Moderate": {
-    everyone: "Most people can carry on as usual; if you notice symptoms, cut down your " +
-      "exposure.",
-    atRisk: "If you have symptoms, think about doing less strenuous activity, especially " +
-      "outdoors, and follow your management plan.",
-  },
-  "High": {
-    everyone: "If you feel sore eyes, a cough or a sore throat, think about doing less, " +
-      "especially outdoors.",
-    atRisk: "Do less strenuous physical activity, particularly outdoors and particularly with " +
-      "symptoms; people with asthma may need their reliever inhaler more often.",
-  },
-  "Very High": {
-    everyone: "Do less physical exertion, particularly outdoors and especially with symptoms " +
-      "such as a cough or sore throat.",
-    atRisk: "Avoid strenuous physical activity; people with asthma may need their reliever " +
-      "inhaler more often.",
-  },
-};
+// GOV.UK's health advice for the DAQI bands is official wording that must not be
+// paraphrased (DOMAIN.md), and the project does not copy others' prose: the panel names
+// the band and points to the advice, with its source and date.
+const ADVICE_SOURCE = "GOV.UK, “Health advice for the Daily Air Quality Index (DAQI)”, " +
+  "published 19 December 2025 (www.gov.uk, “Health effects of air pollution”)";
 const LINE_COLOURS = ["#0b57d0", "#c62828", "#2e7d32", "#6a1b9a"];
 
 const state = { sites: new Map(), roads: null, selected: null, series: {}, alerts: null,
@@ -382,14 +356,15 @@ function trafficPanel(site) {
 function airPanel(site) {
   const out = [];
   if (site.daqi) {
-    const advice = ADVICE[site.band];
+    const advice = ["Low", "Moderate", "High", "Very High"].includes(site.band);
     out.push(h("p", { class: "daqi-now" }, `DAQI ${site.daqi} (${site.band}), set by ${POLLUTANT_NAMES[site.pollutant] || site.pollutant}, for the hour ending ${utc(site.daqi_ts)}.`));
     if (advice) {
       out.push(h("div", { class: "advice", style: `border-left-color:${DAQI_COLOURS[site.daqi - 1]}` },
         h("h3", {}, `Health advice: ${site.band} air pollution`),
-        h("p", {}, h("strong", {}, "Everyone: "), advice.everyone),
-        h("p", {}, h("strong", {}, "At-risk groups: "), advice.atRisk),
-        h("p", { class: "source" }, ADVICE_SOURCE)));
+        h("p", {}, `The official advice for the ${site.band} band, for everyone and for ` +
+          "at-risk groups (adults and children with heart or lung conditions, older people), " +
+          "is published by GOV.UK: read it there before acting on this reading."),
+        h("p", { class: "source" }, `Source: ${ADVICE_SOURCE}.`)));
     }
   } else out.push(h("p", {}, "No DAQI yet (it needs a valid mean of a DAQI pollutant)."));
   const lim = h("ul", { class: "limits" });
