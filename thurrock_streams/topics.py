@@ -29,6 +29,9 @@ CONTRACT_TOPICS = (TRAFFIC_READINGS, AIR_READINGS, TRAFFIC_AGGREGATES, AIR_AGGRE
 ORIGIN_TOPIC = "thurrock-origin-topic"
 ORIGIN_PARTITION = "thurrock-origin-partition"
 ORIGIN_OFFSET = "thurrock-origin-offset"
+#: The original message key of a re-keyed message (absent when it had none), so that its
+#: dead letter carries the original key (CONTRACT.md §1).
+ORIGIN_KEY = "thurrock-origin-key"
 
 
 class DeadLetter(TypedDict):

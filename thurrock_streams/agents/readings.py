@@ -22,11 +22,12 @@ import orjson
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from faust.exceptions import ProducerSendError
 
 from ..engine.processor import Pipeline, Processor, SiteState, StepOutput
 from ..readings import RawMessage
 from ..settings import Settings
-from ..topics import ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
+from ..topics import ORIGIN_KEY, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
 from .delivery import OffsetGuard, Reader, faust_ack, owned_tps, retry, tables_ready
 
 __all__ = ["ReadingsAgent", "partition_for"]
@@ -62,8 +63,13 @@ async def finish(step: Awaitable[Any]) -> None:
 
 
 async def retry_kafka(send: Callable[[], Awaitable[None]], what: str) -> None:
-    """Run ``send`` until Kafka takes it, backing off up to 30 s between tries."""
-    await retry(send, f"{what}: delivery to Kafka", (KafkaError,))
+    """Run ``send`` until Kafka takes it, backing off up to 30 s between tries.
+
+    Faust wraps a failed send in ``ProducerSendError``: retried too, since giving up would
+    let the batch be acknowledged undelivered (a record Kafka can never take stalls its
+    partition, with a warning each try, rather than being lost).
+    """
+    await retry(send, f"{what}: delivery to Kafka", (KafkaError, ProducerSendError))
 
 
 async def store_states(table: Any, records: Mapping[bytes, bytes]) -> None:
@@ -293,8 +299,9 @@ class ReadingsAgent(LoopLock):
     def _raw(self, m: Any) -> RawMessage:
         if m.topic == self.rekey_out.get_topic_name():
             h = {k: v for k, v in (m.headers or [])}
+            key = h.get(ORIGIN_KEY)  # the original key; None when it had none
             return RawMessage(h[ORIGIN_TOPIC].decode(), int(h[ORIGIN_PARTITION]),
-                              int(h[ORIGIN_OFFSET]), m.key, m.value, forwarded=True)
+                              int(h[ORIGIN_OFFSET]), key, m.value, forwarded=True)
         return RawMessage(m.topic, m.partition, m.offset, m.key, m.value)
 
     async def step_chunks(self, messages: list[RawMessage]) -> None:
@@ -413,6 +420,8 @@ class ReadingsAgent(LoopLock):
             headers = [(ORIGIN_TOPIC, m.topic.encode()),
                        (ORIGIN_PARTITION, str(m.partition).encode()),
                        (ORIGIN_OFFSET, str(m.offset).encode())]
+            if m.key is not None:
+                headers.append((ORIGIN_KEY, m.key))
             pending.append(await self.rekey_out.send(key=site.encode(), value=m.value,
                                                      headers=headers))
         closed_at = [(CLOSED_AT, repr(time.time()).encode())]
