@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
             "heartbeats_in": c.heartbeats_in, "heartbeats": c.heartbeats,
             "heartbeats_deadlettered": dict(c.heartbeats_deadlettered),
             "sites": len(agent.cache), "quiet_sites": agent.quiet_now,
+            "quiet_cut_lag_s": agent.cut_lag_s if math.isfinite(agent.cut_lag_s) else None,
         }
     return {
         "pipelines": pipelines,

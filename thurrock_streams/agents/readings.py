@@ -254,6 +254,7 @@ class ReadingsAgent(LoopLock):
         self.cache: dict[str, tuple[bytes, SiteState]] = {}
         self.quiet = QuietClock(settings.idle_flush_s)
         self.quiet_now = 0  # quiet sites at the last check, for /counters
+        self.cut_lag_s = math.inf  # how far back silence is known to hold (s)
         self._partitions: dict[str, int] = {}
         # per site not heard of since the takeover: where its running watermark had got to
         self._carry: dict[str, float] = {}
@@ -383,6 +384,8 @@ class ReadingsAgent(LoopLock):
                 if due is not None and not self.offsets.lock.locked():
                     self.quiet.processed(p, due)
             self.quiet_now = self.quiet.quiet_sites(mine)
+            cuts = [self.quiet.cuts.get(p, -math.inf) for p in mine]
+            self.cut_lag_s = now - min(cuts) if cuts else 0.0
             states = _States(self)
             merged = StepOutput()
             for site in list(states):
