@@ -323,3 +323,50 @@ def test_silent_needs_event_time_lag_and_a_quiet_site() -> None:
     assert [(e["site_id"], e["value"], e["ts"]) for e in evs] == [("b", 4100, T0 + 5000)]
     assert agent._silent(changed, now=1000.0) == []  # open alerts do not repeat
     assert set(changed) == {"a", "b"}  # c is the newest; q is alone of its kind
+
+
+def test_a_heartbeating_sensor_without_vehicles_is_not_silent_one_sending_nothing_is() -> None:
+    """Three detectors: ``busy`` has vehicles throughout; ``hb`` has vehicles for 3
+    minutes, then only heartbeats (a quiet road at night: its windows are written with
+    count 0); ``gone`` has vehicles for 3 minutes, then nothing (its running watermark
+    closes windows but writes none). Only ``gone`` is found silent."""
+    import json
+
+    from thurrock_streams.agents.alerts import AlertAgent, AlertCounters, quiet_s
+    from thurrock_streams.engine.processor import Processor
+    from thurrock_streams.readings import RawMessage
+    from thurrock_streams.traffic import TrafficPipeline
+
+    proc = Processor(TrafficPipeline.create(30.0, 300.0))
+    msgs = []
+    for i in range(40):  # minutes
+        for site in ("busy", "hb", "gone"):
+            if i < 3 or site == "busy":
+                v = {"site_id": site, "ts": T0 + 60 * i + 10, "lane": 1, "speed_kph": 80.0}
+            elif site == "hb":
+                v = {"site_id": site, "ts": T0 + 60 * i + 30, "heartbeat": True}
+            else:
+                continue
+            msgs.append(RawMessage("traffic.readings", 0, len(msgs), site.encode(),
+                                   json.dumps(v).encode()))
+    out = proc.step(msgs, {}, now=T0 + 3000)
+    # "gone" went quiet: its running watermark reaches the others' event time
+    recs = [r for _, r in out.aggregates]
+    recs += [r for _, r in proc.run_on("gone", out.changed["gone"], T0 + 2400).aggregates]
+
+    agent = object.__new__(AlertAgent)  # the Faust-free part of the agent
+    agent.engine = AlertEngine(load_rules())
+    agent.counters = AlertCounters()
+    agent.kind_of = {"traffic.aggregates": "traffic"}
+    states: dict[str, SiteAlerts] = {}
+    agent._load = lambda site: states.setdefault(site, SiteAlerts())  # type: ignore[method-assign]
+    agent.newest, agent.last_rx, agent._index_stale = {}, {}, False
+    agent._assigned_at, agent.quiet_s = 0.0, quiet_s(60.0)
+    events, changed = agent.process([("traffic.aggregates", 0, i, json.dumps(r).encode())
+                                     for i, r in enumerate(recs)])
+    assert {e["rule"] for e in events} <= {"congestion"}
+    assert max(r["ts"] for r in recs if r["site_id"] == "hb") > T0 + 2000
+    agent.last_rx = {s: 0.0 for s in agent.last_rx}  # no new window of anyone for long
+    evs = agent._silent(changed, now=1000.0)
+    assert [(e["site_id"], e["rule"], e["state"]) for e in evs] == [
+        ("gone", "sensor_silent", "raised")]
