@@ -15,32 +15,8 @@ CFG = EngineConfig(sizes=(60, 900), allowed_lateness_s=30.0, max_clock_skew_s=30
 
 
 def reference(ts: list[float], now: float, cfg: EngineConfig):
-    """CONTRACT.md §3 applied literally, one reading at a time."""
-    w = -math.inf
-    closed = {s: -math.inf for s in cfg.sizes}  # every window with end <= closed[s] is closed
-    accepted: list[float] = []
-    verdicts = []
-    for t in ts:
-        if t > now + cfg.max_clock_skew_s:
-            verdicts.append("future")
-            continue
-        if any(math.floor(t / s) * s + s <= closed[s] for s in cfg.sizes):
-            verdicts.append("late")
-            continue
-        verdicts.append("ok")
-        accepted.append(t)
-        w = max(w, t)
-        for s in cfg.sizes:
-            closed[s] = max(closed[s], math.floor((w - cfg.allowed_lateness_s) / s) * s)
-    windows = {}
-    for s in cfg.sizes:
-        if not accepted:
-            windows[s] = {}
-            continue
-        first = min(math.floor(t / s) * s for t in accepted)
-        windows[s] = {start: sorted(t for t in accepted if start <= t < start + s)
-                      for start in range(int(first), int(closed[s]), s)}
-    return verdicts, windows
+    """CONTRACT.md §3 applied literally, one reading at a time (readings only)."""
+    return reference_events([("r", t) for t in ts], now, cfg)
 
 
 def run_engine(ts: list[float], cuts: list[int], now: float, cfg: EngineConfig):
