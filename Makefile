@@ -1,5 +1,5 @@
 # Developer commands, shared with CI. `make help` lists them.
-.PHONY: help run test quiet-road lint typecheck unit integration fuzz stack-up stack-down stack-status bench grafana clean
+.PHONY: help run test quiet-road soak lint typecheck unit integration fuzz stack-up stack-down stack-status bench grafana clean
 
 help:  ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -18,6 +18,9 @@ integration:  ## Integration tests only (starts the stack on test ports)
 
 quiet-road:  ## The 17-minute night-road test in wall-clock time (marked slow; not in make test)
 	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider -m slow tests/integration/test_quiet_roads.py
+
+soak:  ## 20 kill -9/restart cycles of one of two workers during a backlog (THURROCK_SOAK_CYCLES; marked slow; not in make test)
+	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider -m slow tests/integration/test_soak.py
 
 FUZZ_MESSAGES ?= 1000000
 FUZZ_SEED ?= 20261201

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from faust.types.transports import TransportT
 from faust.web import Web
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from .adapters import kafka as kafka_security
 from .agents.alerts import AlertAgent, NotifyAgent
-from .agents.delivery import Event, KafkaReader
+from .agents.lane import LaneTransport
 from .agents.readings import ReadingsAgent
 from .agents.sink import SinkAgent
 from .air import AirPipeline
@@ -37,11 +38,6 @@ def _credentials(s: Settings) -> Any:
     return kafka_security.faust_credentials(s)
 
 
-def _client_options(s: Settings) -> dict[str, Any]:
-    """The same Kafka security for the worker's own aiokafka client (agents/delivery.py)."""
-    return kafka_security.aiokafka_options(s)
-
-
 class PagesOnlyWeb(AiohttpWeb):
     """Faust's aiohttp web server without Faust's own views: no ``/table`` (table data),
     ``/router`` (the cluster's worker addresses), ``/``, ``/graph``, statistics or
@@ -54,11 +50,15 @@ class PagesOnlyWeb(AiohttpWeb):
 
 
 class ThurrockApp(faust.App):
-    """Faust's app serving only the project's pages, with hooks run at the very start of
-    a rebalance (before Faust waits for unacknowledged events)."""
+    """Faust's app serving only the project's pages, whose consumer hands the agents'
+    topics over in whole batches (agents/lane.py), with hooks run at the very start of a
+    rebalance (before Faust waits for unacknowledged events)."""
 
     def _new_web(self) -> Web:
         return PagesOnlyWeb(self)
+
+    def _new_transport(self) -> TransportT:
+        return LaneTransport(self.conf.broker_consumer, self)
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
@@ -73,26 +73,23 @@ class Runtime:
         self.settings = settings
         self.rules = rules
         stuck = (rules.stuck_samples, rules.stuck_fields)
-        self.reader = KafkaReader(settings, app.conf.id,
-                                  client_options=lambda: _client_options(settings))
         self.traffic = ReadingsAgent(app, settings, TrafficPipeline.create(
             settings.allowed_lateness_s, settings.max_clock_skew_s, *stuck), TRAFFIC_READINGS,
-            TRAFFIC_AGGREGATES, DEADLETTER, self.reader)
+            TRAFFIC_AGGREGATES, DEADLETTER)
         self.air = ReadingsAgent(app, settings, AirPipeline.create(
             settings.allowed_lateness_s, settings.max_clock_skew_s, *stuck), AIR_READINGS,
-            AIR_AGGREGATES, DEADLETTER, self.reader)
-        self.sink = SinkAgent(app, settings, self.reader)
-        self.alerts = AlertAgent(app, settings, rules, self.reader)
+            AIR_AGGREGATES, DEADLETTER)
+        self.sink = SinkAgent(app, settings)
+        self.alerts = AlertAgent(app, settings, rules)
         self.dispatcher = Dispatcher(notifiers_from_settings(settings),
                                      max_backoff_s=settings.alert_notify_max_backoff_s)
-        self.notify = NotifyAgent(app, settings, self.dispatcher, self.reader)
+        self.notify = NotifyAgent(app, settings, self.dispatcher)
         app.rebalance_hooks = [self.notify.release_all]  # type: ignore[attr-defined]
         app.on_before_shutdown.connect(self._on_shutdown)
 
     async def _on_shutdown(self, *args: Any, **kwargs: Any) -> None:
         # Give queued notifications a moment; what stays undelivered stays unacked in Kafka.
         await self.dispatcher.stop(5.0)
-        await self.reader.close()
 
 
 def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
@@ -121,8 +118,6 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
         web_port=6066,
         # Loopback unless told otherwise (THURROCK_WEB_HOST; a cluster sets 0.0.0.0).
         web_bind=settings.web_host,
-        # Never acknowledges an event Faust dropped at a rebalance (agents/delivery.py).
-        Event=Event,
     )
     rt = Runtime(app, settings, load_rules(settings.alert_rules_file or None))
     register_pages(app, rt)

@@ -137,13 +137,11 @@ def render(latest: dict[str, dict[str, Any]], daqi: dict[str, dict[str, Any]],
         out.append(f"store: points written {s.get('written_points')}, pending "
                    f"{s.get('pending_points')}, retries {s.get('retries')}"
                    + (f", last error: {s['last_error']}" if s.get("last_error") else ""))
-        guard = counters.get("delivery", {}).get("offsets", {})
-        total = {k: sum(c.get(k, 0) for c in guard.values()) for k in ("repaired", "swept",
-                                                                          "missed")}
-        if any(total.values()):
-            out.append(f"delivery: messages the consumer skipped, read from Kafka: "
-                       f"{total['repaired'] + total['swept']}; missed: {total['missed']}"
-                       + (" (see the worker log)" if total["missed"] else ""))
+        lanes = counters.get("lanes", {})
+        missed = sum(c.get("missed", 0) for c in lanes.values())
+        if missed:
+            out.append(f"lanes: offsets gone by retention before they were processed: "
+                       f"{missed} (see the worker log)")
     return "\n".join(out)
 
 

@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .agents.delivery import unstarted_events
-
 if TYPE_CHECKING:
     import faust
 
@@ -22,8 +20,7 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
     """Counters of every pipeline and the sink's state."""
     s = rt.sink.writer.stats
     lat = np.asarray(rt.sink.latency_ms, dtype=np.float64)
-    guards = (rt.traffic.offsets, rt.air.offsets, rt.alerts.offsets, rt.notify.offsets,
-              rt.sink.offsets)
+    lanes = (rt.traffic.lane, rt.air.lane, rt.alerts.lane, rt.notify.lane, rt.sink.lane)
     pipelines = {}
     for agent in (rt.traffic, rt.air):
         c = agent.processor.counters
@@ -39,10 +36,7 @@ def snapshot(rt: Runtime) -> dict[str, Any]:
     return {
         "pipelines": pipelines,
         "alerts": {**rt.alerts.counters.as_dict(), "notifiers": rt.dispatcher.stats()},
-        "delivery": {
-            "offsets": {g.agent: g.counts() for g in guards},
-            "unstarted_events_redelivered": unstarted_events.value,
-        },
+        "lanes": {lane.name: lane.counts.as_dict() for lane in lanes},
         "sink": {
             "written_points": s.written_points, "pending_points": s.pending_points,
             "retries": s.retries, "rejected_points": s.rejected_points,
@@ -83,11 +77,9 @@ def prometheus(snap: dict[str, Any]) -> str:
         f"thurrock_sink_rejected_points_total {sink['rejected_points']}",
         f"thurrock_sink_outage_seconds {sink['outage_s']:.3f}",
     ]
-    d = snap["delivery"]
-    for agent, counts in sorted(d["offsets"].items()):
+    for lane, counts in sorted(snap["lanes"].items()):
         for name, n in counts.items():
-            lines.append(f'thurrock_offsets_{name}_total{{agent="{agent}"}} {n}')
-    lines.append(f"thurrock_unstarted_events_redelivered_total {d['unstarted_events_redelivered']}")
+            lines.append(f'thurrock_lane_{name}_total{{lane="{lane}"}} {n}')
     return "\n".join(lines) + "\n"
 
 

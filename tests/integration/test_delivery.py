@@ -1,11 +1,18 @@
-"""The offset guard against the real broker: committed offsets and dropped messages are read
-back from Kafka (agents/delivery.py)."""
+"""The batch lanes' guarantees against the real broker and faust-streaming 0.15.3
+(agents/lane.py): each partition starts at the group's committed offset, every offset
+is processed once, in whole fetched batches, and a rebalance hands partitions over at
+the offsets the first worker committed when it gave them up.
+
+The source messages are unreadable (not JSON): the traffic agent dead-letters each one
+with its topic, partition and offset, so the dead-letter topic says exactly which source
+offsets were processed, and how often.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from dataclasses import dataclass
+import json
+import threading
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -13,89 +20,100 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata
 
-from thurrock_streams.agents.delivery import KafkaReader, OffsetGuard
-from thurrock_streams.settings import Settings
 from thurrock_streams.stack import StackConfig
 
-from .harness import send
+from .harness import consume_all, send, wait_both_assigned, wait_for
 
 pytestmark = pytest.mark.integration
 
-
-@dataclass
-class Rec:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[()] = ()
+PARTITIONS = 4  # the worker's default (THURROCK_TOPIC_PARTITIONS)
 
 
-def test_dropped_messages_are_read_back_from_kafka_in_offset_order(stack: StackConfig) -> None:
-    topic = f"guard-{uuid.uuid4().hex[:8]}"
-    group = f"guard-group-{uuid.uuid4().hex[:8]}"
-    send(stack, topic, [(f"k{i}".encode(), f"v{i}".encode()) for i in range(30)], partition=0)
-    c = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=group,
-                      enable_auto_commit=False)
-    c.assign([TopicPartition(topic, 0)])
-    c.commit({TopicPartition(topic, 0): OffsetAndMetadata(12, None, -1)})
-    c.close()
-
-    async def main() -> tuple[int | None, int | None, list[tuple[int, bytes]], OffsetGuard]:
-        reader = KafkaReader(Settings(kafka_bootstrap_servers=stack.bootstrap), group)
-        try:
-            committed = await reader.committed(topic, 0)
-            other = await reader.committed(f"{topic}-none", 0)
-            guard = OffsetGuard("test", reader)
-            # the consumer handed over 14 and 17 first: 12, 13, 15 and 16 were dropped
-            batch = [Rec(topic, 0, o, f"k{o}".encode(), f"v{o}".encode()) for o in (14, 17)]
-            out = await guard.complete(batch)
-            return committed, other, [(m.offset, m.value) for m in out], guard
-        finally:
-            await reader.close()
-
-    committed, other, out, guard = asyncio.run(main())
-    assert committed == 12
-    assert other is None
-    assert out == [(o, f"v{o}".encode()) for o in (12, 13, 14, 15, 16, 17)]
-    assert (guard.repaired, guard.missed) == (4, 0)
-
-
-def test_the_sweep_reads_what_the_consumer_never_handed_over(stack: StackConfig) -> None:
-    topic = f"sweep-{uuid.uuid4().hex[:8]}"
-    group = f"sweep-group-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
-    admin.create_topics([NewTopic(topic, 2, 1)])
+def junk(stack: StackConfig, topic: str, counts: dict[int, int]) -> None:
+    """``counts[p]`` unreadable messages into partition p of a new topic."""
+    admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)  # the worker's partitions
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     admin.close()
-    send(stack, topic, [(f"k{i}".encode(), f"v{i}".encode()) for i in range(30)], partition=0)
-    send(stack, topic, [(b"k", b"only")], partition=1)
+    for p, n in counts.items():
+        send(stack, topic, [(f"k{p}-{i}".encode(), f"junk {p} {i}".encode())
+                            for i in range(n)], partition=p)
+
+
+def commit(stack: StackConfig, group: str, topic: str, offsets: dict[int, int]) -> None:
     c = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=group,
                       enable_auto_commit=False)
-    c.assign([TopicPartition(topic, 0), TopicPartition(topic, 1)])
-    c.commit({TopicPartition(topic, 0): OffsetAndMetadata(20, None, -1),
-              TopicPartition(topic, 1): OffsetAndMetadata(1, None, -1)})
+    tps = {p: TopicPartition(topic, p) for p in offsets}
+    c.assign(list(tps.values()))
+    c.commit({tps[p]: OffsetAndMetadata(o, None, -1) for p, o in offsets.items()})
     c.close()
-    processed: list[list[tuple[int, int, bytes]]] = []
 
-    async def process(batch: list[Any]) -> None:
-        processed.append([(m.partition, m.offset, m.value) for m in batch])
 
-    async def main() -> tuple[int, int, OffsetGuard]:
-        reader = KafkaReader(Settings(kafka_bootstrap_servers=stack.bootstrap), group)
-        try:
-            guard = OffsetGuard("test", reader, idle_s=0.0, grace_s=0.0)
-            owned = [(topic, 0), (topic, 1)]
-            first = await guard.sweep(owned, process)
-            again = await guard.sweep(owned, process)  # nothing new: nothing read
-            return first, again, guard
-        finally:
-            await reader.close()
+def dead_offsets(stack: StackConfig, prefix: str, expect: int) -> Counter[tuple[int, int]]:
+    """How often each (partition, offset) of the readings topic was dead-lettered."""
+    recs = consume_all(stack, f"{prefix}deadletter", expect, timeout=90)
+    out: Counter[tuple[int, int]] = Counter()
+    for r in recs:
+        d = json.loads(r.value)
+        if d["topic"] == f"{prefix}traffic.readings":
+            out[(d["partition"], d["offset"])] += 1
+    return out
 
-    first, again, guard = asyncio.run(main())
-    # partition 0 from its committed offset 20 to its end; partition 1 is at its end
-    assert (first, again) == (10, 0)
-    assert processed == [[(0, o, f"v{o}".encode()) for o in range(20, 30)]]
-    assert guard.counts() == {"repaired": 0, "swept": 10, "duplicates": 0, "missed": 0}
-    assert guard.expected == {(topic, 0): 30}
-    assert guard.starts == {(topic, 0): 20, (topic, 1): 1}
+
+def test_each_partition_starts_at_its_committed_offset_and_every_offset_is_processed_once(
+        stack: StackConfig, prefix: str, make_worker: Any) -> None:
+    topic = f"{prefix}traffic.readings"
+    counts = {0: 300, 1: 50, 2: 40, 3: 0}
+    junk(stack, topic, counts)
+    # partition 0 was processed up to 120; 1 explicitly committed at 0 (aiokafka does not
+    # seek to a committed 0); 2 has no commit (its first offset); 3 is empty
+    commit(stack, f"{prefix}app", topic, {0: 120, 1: 0})
+    want = Counter({(0, o): 1 for o in range(120, 300)} | {(1, o): 1 for o in range(50)}
+                   | {(2, o): 1 for o in range(40)})
+    worker = make_worker()
+    got = dead_offsets(stack, prefix, sum(want.values()))
+    assert got == want
+    lane = wait_for(lambda: (c := worker.counters()["lanes"]["traffic"])["messages"] == 270
+                    and c, 30, "the lane's counters")
+    # whole fetched batches: far fewer steps than messages
+    assert lane["batches"] <= 30 and lane["missed"] == 0
+    # and the group's committed offsets reach every partition's end
+    c = KafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=f"{prefix}app",
+                      enable_auto_commit=False)
+    try:
+        ends = {p: n for p, n in counts.items() if n}
+        wait_for(lambda: all(c.committed(TopicPartition(topic, p)) == n
+                             for p, n in ends.items()), 30, "the commits")
+    finally:
+        c.close()
+
+
+def test_a_rebalance_mid_feed_hands_partitions_over_with_nothing_dropped_or_doubled(
+        stack: StackConfig, prefix: str, make_worker: Any) -> None:
+    """Messages keep coming while a second worker joins: the first finishes its step in
+    flight and commits before it gives its partitions up; the second starts them exactly
+    there."""
+    topic = f"{prefix}traffic.readings"
+    junk(stack, topic, {})
+    first = make_worker()
+    joined: list[Any] = []
+    joining = threading.Thread(target=lambda: joined.append(make_worker()))
+    joining.start()
+    sent = dict.fromkeys(range(PARTITIONS), 0)
+
+    def chunk() -> None:
+        for p in sent:
+            send(stack, topic, [(f"k{p}-{i}".encode(), f"junk {p} {i}".encode())
+                                for i in range(sent[p], sent[p] + 200)], partition=p)
+            sent[p] += 200
+
+    while joining.is_alive():
+        chunk()
+    joining.join()
+    second = joined[0]
+    wait_both_assigned(first, second)
+    chunk()
+    want = Counter({(p, o): 1 for p, n in sent.items() for o in range(n)})
+    got = dead_offsets(stack, prefix, sum(want.values()))
+    assert got == want
+    done = [w.counters()["lanes"]["traffic"]["messages"] for w in (first, second)]
+    assert sum(done) == sum(want.values()) and min(done) > 0, done

@@ -213,8 +213,8 @@ def test_every_prometheus_query_of_the_dashboards_returns_the_feeds_series(
             assert set(got) == want and all(v > 0 for v in got.values()), got
         return check
 
-    delivery = exact({L(agent=a): 0.0 for a in
-                      ("traffic", "air", "alerts", "alert-notify", "sink")})
+    lanes = {L(lane=a) for a in ("traffic", "air", "alerts", "alert-notify", "sink")}
+    missed = exact({label: 0.0 for label in lanes})
     notifier = {"sent": float(n_events), "failed_attempts": 0.0, "gave_up": 0.0,
                 "dropped": 0.0, "queued": 0.0}
 
@@ -266,8 +266,8 @@ def test_every_prometheus_query_of_the_dashboards_returns_the_feeds_series(
             ("Windows closed (per second)", "A"): positive(pipes),
             ("Re-keyed and replay-skipped messages (per second)", "A"): labels_only(pipes),
             ("Re-keyed and replay-skipped messages (per second)", "B"): labels_only(pipes),
-            **{("Delivery guard (since worker start)", r): delivery for r in "ABCD"},
-            ("Delivery guard (since worker start)", "E"): exact({(): 0.0}),
+            **{("Batch lanes (since worker start)", r): labels_only(lanes) for r in "ABC"},
+            ("Batch lanes (since worker start)", "D"): missed,
             ("Alert events and records (per second)", "A"): positive({()}),
             ("Alert events and records (per second)", "B"): labels_only(
                 {L(state=s) for s in {e["state"] for e in events}}),

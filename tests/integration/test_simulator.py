@@ -198,19 +198,19 @@ def test_replayed_feeds_give_exactly_the_simulators_expected_counts(
     assert Counter(d["reason"] for d in dead if d["feed"] == "wrongkey") == +Counter(late=late)
 
     # 5. /metrics tells the same as /counters, and no source message was lost between
-    # Kafka and the agents (docs/operations.md, delivery).
+    # Kafka and the agents (docs/operations.md, batch lanes).
     c, m = worker.counters(), worker.metrics()
     for kind in ("traffic", "air"):
         p = c["pipelines"][kind]
         assert m[f'thurrock_readings_in_total{{pipeline="{kind}"}}'] == p["readings_in"] > 0
         for reason, n in p["deadlettered"].items():
             assert m[f'thurrock_deadlettered_total{{pipeline="{kind}",reason="{reason}"}}'] == n
-    offsets = c["delivery"]["offsets"]
-    assert set(offsets) == {"traffic", "air", "alerts", "alert-notify", "sink"}
-    for agent, counts in offsets.items():
+    lanes = c["lanes"]
+    assert set(lanes) == {"traffic", "air", "alerts", "alert-notify", "sink"}
+    for lane, counts in lanes.items():
         assert counts["missed"] == 0
-        for name in ("repaired", "swept", "duplicates", "missed"):
-            assert m[f'thurrock_offsets_{name}_total{{agent="{agent}"}}'] == counts[name]
+        for name, n in counts.items():
+            assert m[f'thurrock_lane_{name}_total{{lane="{lane}"}}'] == n
     assert m["thurrock_sink_written_points_total"] == c["sink"]["written_points"] > 0
 
 

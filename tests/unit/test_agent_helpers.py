@@ -1,20 +1,18 @@
-"""Delivery guards of the Faust agents (agents/delivery.py), with a fake Kafka reader."""
+"""The agents' helpers: the batch lane (agents/lane.py) with a fake app, the notifier's
+acknowledgement gate, the sink's cancellation, and the quiet-site clock."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import types
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import faust
-import faust.streams
-from faust.types.tuples import ConsumerMessage
+import pytest
+from aiokafka import TopicPartition
 
-from thurrock_streams.agents.delivery import Event, OffsetGuard, unstarted_events
+from thurrock_streams.agents.lane import Lane, Take
 from thurrock_streams.settings import Settings
 
 
@@ -28,294 +26,166 @@ class Rec:
     headers: Any = ()
 
 
-@dataclass
-class FakeReader:
-    """A partition log per (topic, partition), committed offsets, and a record of calls."""
-
-    committed_at: dict[tuple[str, int], int]
-    logs: dict[tuple[str, int], int]  # end offset: offsets 0..end-1 exist
-    deleted_below: int = 0
-    batch: int = 1  # records per record batch: a read returns the rest of the last one
-    calls: list[tuple[Any, ...]] = field(default_factory=list)
-
-    async def committed(self, topic: str, partition: int) -> int | None:
-        self.calls.append(("committed", topic, partition))
-        return self.committed_at.get((topic, partition))
-
-    async def beginning(self, topic: str, partition: int) -> int:
-        self.calls.append(("beginning", topic, partition))
-        return self.deleted_below
-
-    async def probe(self, starts: dict[tuple[str, int], int],
-                    max_n: int) -> dict[tuple[str, int], list[Any]]:
-        self.calls.append(("probe", dict(starts)))
-        out = {tp: [Rec(*tp, o) for o in range(max(s, self.deleted_below),
-                                               min(self.logs[tp], s + max_n))]
-               for tp, s in starts.items()}
-        return {tp: recs for tp, recs in out.items() if recs}
-
-    async def read(self, topic: str, partition: int, first: int, last: int) -> list[Any]:
-        self.calls.append(("read", topic, partition, first, last))
-        end = self.logs[(topic, partition)]
-        upto = min((last // self.batch + 1) * self.batch, end)
-        return [Rec(topic, partition, o) for o in range(max(first, self.deleted_below), upto)]
+def fake_app(generation: int = 1) -> Any:
+    """What a lane reads of Faust's app."""
+    return types.SimpleNamespace(consumer_generation_id=generation, rebalancing=False,
+                                 tables=types.SimpleNamespace(actives_ready=True),
+                                 monitor=None)
 
 
-def faust_message(topic: str, partition: int, offset: int) -> ConsumerMessage:
-    return ConsumerMessage(topic, partition, offset, 0.0, 0, None, b"k", b"v", None)
+TP0 = TopicPartition("t", 0)
+TP1 = TopicPartition("t", 1)
 
 
-def offsets(batch: list[Any]) -> list[tuple[int, int]]:
-    return [(m.partition, m.offset) for m in batch]
+def recs(tp: TopicPartition, first: int, last: int) -> list[Rec]:
+    return [Rec(tp.topic, tp.partition, o) for o in range(first, last + 1)]
 
 
-def run(guard: OffsetGuard, batch: list[Rec]) -> list[Any]:
-    return asyncio.run(guard.complete(batch))
+def assigned_lane(starts: dict[TopicPartition, int], **kw: Any) -> Lane:
+    lane = Lane(fake_app(), "test", ["t"], **kw)
+    lane.assign(starts)
+    lane.start(lane.epoch, starts)
+    return lane
 
 
-def test_a_dropped_message_is_read_back_into_its_place() -> None:
-    reader = FakeReader({("r", 0): 5, ("r", 1): 0}, {("r", 0): 100, ("r", 1): 100})
-    guard = OffsetGuard("t", reader)
-    batch = [Rec("r", 0, 5), Rec("r", 0, 6), Rec("r", 1, 0), Rec("r", 0, 9), Rec("r", 1, 1)]
-    out = run(guard, batch)
-    assert offsets(out) == [(0, 5), (0, 6), (1, 0), (0, 7), (0, 8), (0, 9), (1, 1)]
-    assert (guard.repaired, guard.missed) == (2, 0)
-    # the committed offset is asked once per partition since the takeover
-    assert [c for c in reader.calls if c[0] == "committed"] == [("committed", "r", 0),
-                                                                ("committed", "r", 1)]
-    assert guard.expected == {("r", 0): 10, ("r", 1): 2}
+async def take_one(lane: Lane) -> Take:
+    it = lane.takes(10_000).__aiter__()
+    return await asyncio.wait_for(it.__anext__(), 1.0)
 
 
-def test_a_first_message_past_the_committed_offset_brings_the_skipped_ones() -> None:
-    reader = FakeReader({("r", 0): 155}, {("r", 0): 200})
-    guard = OffsetGuard("t", reader)
-    assert offsets(run(guard, [Rec("r", 0, 156), Rec("r", 0, 157)])) == [
-        (0, 155), (0, 156), (0, 157)]
-    assert guard.repaired == 1
+def test_a_lane_hands_over_whole_batches_from_the_offset_due_only() -> None:
+    """The first batch must start at the committed offset: one starting past it is dropped
+    and the partition sought back; offsets below it (handed over again) are dropped."""
+    lane = assigned_lane({TP0: 10, TP1: 0})
+    assert lane.offer(TP0, recs(TP0, 12, 20), 1, (21, 0.0)) == 10  # 10, 11 missing: seek
+    assert lane.offer(TP0, recs(TP0, 5, 14), 1, (21, 0.0)) is None  # 5..9 processed before
+    assert lane.offer(TP0, recs(TP0, 13, 16), 1, (21, 0.0)) is None  # 13, 14 again
+    assert lane.offer(TP1, recs(TP1, 0, 2), 1, (3, 0.0)) is None
+    assert lane.counts.rewinds == 1 and lane.counts.duplicates == 5 + 2
+
+    async def main() -> Take:
+        return await take_one(lane)
+
+    take = asyncio.run(main())
+    assert [(m.partition, m.offset) for m in take.messages] == (
+        [(0, o) for o in range(10, 17)] + [(1, 0), (1, 1), (1, 2)])
+    assert take.ends == {TP0: 17, TP1: 3}
 
 
-def test_messages_handed_over_twice_are_dropped_and_nothing_is_read_without_a_gap() -> None:
-    reader = FakeReader({("r", 0): 10}, {("r", 0): 100})
-    guard = OffsetGuard("t", reader)
-    # 8 and 9 precede the committed offset (processed before it was committed); the second
-    # 9 and 10 were handed over before
-    batch = [Rec("r", 0, 8), Rec("r", 0, 9), Rec("r", 0, 10), Rec("r", 0, 9), Rec("r", 0, 11),
-             Rec("r", 0, 10)]
-    assert offsets(run(guard, batch)) == [(0, 10), (0, 11)]
-    assert (guard.duplicates, guard.repaired, guard.missed) == (4, 0, 0)
-    assert not [c for c in reader.calls if c[0] == "read"]
+def test_offsets_are_committable_only_after_the_step_and_a_failed_step_is_fetched_again(
+) -> None:
+    lane = assigned_lane({TP0: 0})
+    seen: list[int] = []
+
+    async def ok(messages: list[Any]) -> None:
+        # nothing of the step is committable during it
+        assert lane.committable() == {TP0: messages[0].offset}
+        seen.extend(m.offset for m in messages)
+
+    async def fails(messages: list[Any]) -> None:
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        lane.offer(TP0, recs(TP0, 0, 4), 1, None)
+        assert await lane.run(await take_one(lane), ok)
+        assert lane.committable() == {TP0: 5} and lane.processed("t", 0) == 5
+        lane.offer(TP0, recs(TP0, 5, 9), 1, None)
+        lane.offer(TP0, recs(TP0, 10, 12), 1, None)
+        it = lane.takes(5).__aiter__()
+        with pytest.raises(RuntimeError):
+            await lane.run(await it.__anext__(), fails)
+        # not committable; the queued rest dropped; the partition sought back to 5
+        assert lane.committable() == {TP0: 5} and lane.seeks == {TP0: 5}
+        assert lane.offer(TP0, recs(TP0, 5, 6), 1, None) is None
+        assert await lane.run(await take_one(lane), ok)
+
+    asyncio.run(main())
+    assert seen == [0, 1, 2, 3, 4, 5, 6]
+    assert lane.committable() == {TP0: 7}
 
 
-def test_a_group_without_a_committed_offset_starts_at_the_partitions_first_offset() -> None:
-    # where the consumer starts (auto_offset_reset="earliest")
-    reader = FakeReader({}, {("r", 0): 100}, deleted_below=38)
-    guard = OffsetGuard("t", reader)
-    assert offsets(run(guard, [Rec("r", 0, 40), Rec("r", 0, 42)])) == [
-        (0, 38), (0, 39), (0, 40), (0, 41), (0, 42)]
-    assert [c[0] for c in reader.calls if c[0] != "read"] == ["committed", "beginning"]
-    assert (guard.repaired, guard.missed) == (3, 0)
+def test_stale_batches_are_dropped_and_fetched_again() -> None:
+    """Fetched in an earlier generation or while the tables recover: not queued, and the
+    partition is sought back to the offset due; taken before a new assignment: not run."""
+    lane = assigned_lane({TP0: 3})
+    assert lane.offer(TP0, recs(TP0, 3, 5), 0, None) == 3  # generation 0, now 1
+    lane.app.tables.actives_ready = False
+    assert lane.offer(TP0, recs(TP0, 3, 5), 1, None) == 3
+    lane.app.tables.actives_ready = True
+    assert lane.offer(TP0, recs(TP0, 3, 5), 1, None) is None
+    ran: list[Any] = []
+
+    async def step(messages: list[Any]) -> None:
+        ran.append(messages)
+
+    async def main() -> None:
+        take = await take_one(lane)
+        lane.assign({TP0})  # a rebalance in between
+        assert not await lane.run(take, step)
+
+    asyncio.run(main())
+    assert ran == [] and lane.counts.stale_batches == 3
+    assert lane.processed("t", 0) is None  # the new assignment's start is not known yet
 
 
-def test_reset_asks_for_the_committed_offset_again() -> None:
-    reader = FakeReader({("r", 0): 3}, {("r", 0): 100})
-    guard = OffsetGuard("t", reader)
-    run(guard, [Rec("r", 0, 3)])
-    guard.reset()
-    reader.committed_at[("r", 0)] = 50
-    assert offsets(run(guard, [Rec("r", 0, 52)])) == [(0, 50), (0, 51), (0, 52)]
+def test_a_revocation_waits_for_the_step_in_flight_and_drops_what_is_queued() -> None:
+    lane = assigned_lane({TP0: 0})
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def step(messages: list[Any]) -> None:
+        await release.wait()
+        order.append("step done")
+
+    async def main() -> None:
+        lane.offer(TP0, recs(TP0, 0, 1), 1, None)
+        take = await take_one(lane)
+        lane.offer(TP0, recs(TP0, 2, 3), 1, None)  # queued behind it
+        running = asyncio.ensure_future(lane.run(take, step))
+        await asyncio.sleep(0.01)
+        revoking = asyncio.ensure_future(lane.revoke())
+        await asyncio.sleep(0.01)
+        assert not revoking.done()
+        release.set()
+        await revoking
+        order.append("revoked")
+        assert lane.committable() == {TP0: 2}  # committed at the revocation, by Faust
+        lane.forget()
+        assert await running
+
+    asyncio.run(main())
+    assert order == ["step done", "revoked"]
+    assert lane.committable() == {}
+    assert lane.offer(TP0, recs(TP0, 2, 3), 1, None) is None and lane.counts.stale_batches == 1
 
 
-def test_offsets_kafka_no_longer_holds_are_counted_as_missed() -> None:
-    reader = FakeReader({("r", 0): 0}, {("r", 0): 100}, deleted_below=4)
-    guard = OffsetGuard("t", reader)
-    assert offsets(run(guard, [Rec("r", 0, 6)])) == [(0, 4), (0, 5), (0, 6)]
-    assert (guard.repaired, guard.missed) == (2, 4)
+def test_a_full_lane_says_so_until_the_agent_takes_its_batches() -> None:
+    lane = assigned_lane({TP0: 0}, max_messages=3)
+    lane.offer(TP0, recs(TP0, 0, 2), 1, None)
+    assert lane.full
+
+    async def main() -> None:
+        await take_one(lane)
+
+    asyncio.run(main())
+    assert not lane.full
 
 
-def test_a_read_keeps_only_the_skipped_offsets_of_a_record_batch() -> None:
-    reader = FakeReader({("r", 0): 0}, {("r", 0): 100}, batch=10)
-    guard = OffsetGuard("t", reader)
-    assert offsets(run(guard, [Rec("r", 0, 3)])) == [(0, 0), (0, 1), (0, 2), (0, 3)]
+def test_the_high_watermark_is_the_last_fetchs() -> None:
+    lane = assigned_lane({TP0: 0})
+    assert lane.high("t", 0) is None
+    lane.note_high(TP0, (7, 1000.0))
+    assert lane.high("t", 0) == (7, 1000.0)
+    lane.offer(TP0, recs(TP0, 0, 8), 1, (9, 2000.0))
+    assert lane.high("t", 0) == (9, 2000.0) and lane.high("t", 1) is None
 
 
-class Sweep:
-    """An agent's sweep with a clock of its own (monotonic s) and what it processed."""
-
-    def __init__(self, reader: FakeReader, **kw: Any) -> None:
-        self.now = 1000.0
-        self.acked: list[int] = []
-        self.processed: list[list[tuple[int, int]]] = []
-        self.guard = OffsetGuard("t", reader, ack=lambda m: self.acked.append(m.offset), **kw)
-        self.guard.reset()
-
-    async def process(self, batch: list[Any]) -> None:
-        self.processed.append(offsets(batch))
-
-    def sweep(self, owned: list[tuple[str, int]]) -> int:
-        return asyncio.run(self.guard.sweep(owned, self.process))
-
-    def handle(self, batch: list[Any]) -> list[Any]:
-        return asyncio.run(self.guard.handle(batch, self.process))
-
-
-def test_the_sweep_reads_a_backlog_the_consumer_never_hands_over(monkeypatch: Any) -> None:
-    monkeypatch.setattr(time, "monotonic", lambda: 0.0)
-    reader = FakeReader({("r", 0): 5, ("r", 1): 7}, {("r", 0): 12, ("r", 1): 7})
-    s = Sweep(reader, idle_s=5.0)
-    owned = [("r", 0), ("r", 1)]
-    monkeypatch.setattr(time, "monotonic", lambda: 4.9)
-    assert s.sweep(owned) == 0 and reader.calls == []  # not idle long enough
-    monkeypatch.setattr(time, "monotonic", lambda: 5.0)
-    # r[0] holds 5..11 past its committed offset; r[1] is at its end. They may have just
-    # been written: a second look after the grace period takes them.
-    assert s.sweep(owned) == 0
-    monkeypatch.setattr(time, "monotonic", lambda: 9.9)
-    assert s.sweep(owned) == 0
-    monkeypatch.setattr(time, "monotonic", lambda: 10.0)
-    assert s.sweep(owned) == 7
-    assert s.processed == [[(0, o) for o in range(5, 12)]]
-    assert s.acked == list(range(5, 12))
-    assert s.guard.counts() == {"repaired": 0, "swept": 7, "duplicates": 0, "missed": 0}
-    # what the consumer hands over after all is dropped; what follows passes
-    assert offsets(s.handle([faust_message("r", 0, o) for o in (10, 11, 12)])) == [(0, 12)]
-    assert s.guard.duplicates == 2
-    assert s.acked == list(range(5, 12))  # Faust acks its own messages
-
-
-def test_the_sweep_leaves_partitions_the_consumer_serves_alone(monkeypatch: Any) -> None:
-    monkeypatch.setattr(time, "monotonic", lambda: 0.0)
-    reader = FakeReader({("r", 0): 0, ("r", 1): 0}, {("r", 0): 50, ("r", 1): 50})
-    s = Sweep(reader, idle_s=5.0, starved_s=30.0)
-    owned = [("r", 0), ("r", 1)]
-    for t in range(0, 30, 2):  # r[0] arrives every 2 s; r[1] never
-        monkeypatch.setattr(time, "monotonic", lambda t=t: float(t))
-        s.handle([faust_message("r", 0, t // 2)])
-        assert s.sweep(owned) == 0  # the agent is busy: r[1] is not starved yet
-    monkeypatch.setattr(time, "monotonic", lambda: 30.0)
-    assert s.sweep(owned) == 0  # r[1] silent for 30 s while Kafka holds 0..49: seen
-    monkeypatch.setattr(time, "monotonic", lambda: 35.0)
-    assert s.sweep(owned) == 50  # and still there 5 s later
-    assert s.processed[-1] == [(1, o) for o in range(50)]
-
-
-def test_a_partition_found_at_its_end_is_asked_again_after_a_doubling_pause(
-        monkeypatch: Any) -> None:
-    monkeypatch.setattr(time, "monotonic", lambda: 0.0)
-    reader = FakeReader({("r", 0): 4}, {("r", 0): 4})
-    s = Sweep(reader, idle_s=10.0, max_pause_s=40.0)
-    asked = []
-    for t in range(10, 200, 2):
-        monkeypatch.setattr(time, "monotonic", lambda t=t: float(t))
-        calls = len(reader.calls)
-        s.sweep([("r", 0)])
-        if any(c[0] == "probe" for c in reader.calls[calls:]):
-            asked.append(t)
-    # pauses of 10, 20, 40, 40, ... s; the committed offset is asked once
-    assert asked == [10, 20, 40, 80, 120, 160]
-    assert [c[0] for c in reader.calls].count("committed") == 1
-    # a message from the consumer ends the pause: the next silence is swept on time
-    monkeypatch.setattr(time, "monotonic", lambda: 200.0)
-    s.handle([faust_message("r", 0, 4)])
-    reader.logs[("r", 0)] = 7
-    monkeypatch.setattr(time, "monotonic", lambda: 210.0)
-    assert s.sweep([("r", 0)]) == 0
-    monkeypatch.setattr(time, "monotonic", lambda: 215.0)
-    assert s.sweep([("r", 0)]) == 2
-    assert s.processed[-1] == [(0, 5), (0, 6)]
-
-
-def sweep_with(monkeypatch: Any, meanwhile: Callable[[Sweep], Awaitable[Any]]) -> Sweep:
-    """A sweep of r[0] (offsets 0..4 waiting, silent since the takeover) during whose read
-    from Kafka ``meanwhile`` happens."""
-    monkeypatch.setattr(time, "monotonic", lambda: 50.0)
-    reader = FakeReader({("r", 0): 0}, {("r", 0): 5})
-    s = Sweep(reader, idle_s=10.0, grace_s=0.0)
-    s.guard.assigned_at = s.guard.active_at = 0.0
-    probe = reader.probe
-
-    async def probe_and_meanwhile(starts: Any, max_n: int) -> Any:
-        got = await probe(starts, max_n)
-        await meanwhile(s)
-        return got
-
-    reader.probe = probe_and_meanwhile  # type: ignore[method-assign]
-    assert s.sweep([("r", 0)]) == 0
-    return s
-
-
-def test_a_partition_the_consumer_serves_during_the_sweep_is_left_to_it(
-        monkeypatch: Any) -> None:
-    s = sweep_with(monkeypatch, lambda s: s.guard.handle([faust_message("r", 0, 0)], s.process))
-    assert s.processed == [[(0, 0)]]  # only what the consumer handed over
-    assert s.guard.swept == 0
-
-
-def test_a_sweep_overtaken_by_a_new_assignment_processes_nothing(monkeypatch: Any) -> None:
-    async def rebalance(s: Sweep) -> None:
-        s.guard.reset()  # the partition may now be another worker's
-
-    s = sweep_with(monkeypatch, rebalance)
-    assert s.processed == [] and s.guard.swept == 0
-
-
-def test_the_sweep_waits_while_the_agent_processes_a_batch(monkeypatch: Any) -> None:
-    monkeypatch.setattr(time, "monotonic", lambda: 100.0)
-    reader = FakeReader({("r", 0): 0}, {("r", 0): 3})
-    s = Sweep(reader)
-
-    async def main() -> int:
-        async with s.guard.lock:
-            return await s.guard.sweep([("r", 0)], s.process)
-
-    assert asyncio.run(main()) == 0 and reader.calls == []
-
-
-def test_done_acknowledges_only_the_repaired_messages() -> None:
-    acked: list[int] = []
-    guard = OffsetGuard("t", FakeReader({}, {}), ack=lambda m: acked.append(m.offset))
-    from_faust = ConsumerMessage("r", 0, 9, 0.0, 0, None, b"k", b"v", None)
-    guard.done([Rec("r", 0, 7), Rec("r", 0, 8), from_faust])
-    assert acked == [7, 8]
-
-
-def test_an_event_no_stream_started_is_not_acknowledged(monkeypatch: Any) -> None:
-    """Faust's pure-Python stream loop acks the events it drops at a rebalance; those
-    events were never tracked (taken by a stream), so :class:`Event` refuses the ack."""
-
-    async def main() -> tuple[list[int], list[int], int]:
-        app = faust.App("t-unit-ack", broker="kafka://127.0.0.1:1", Event=Event)
-        app.topics._acking_topics.add("r")
-        acked: list[int] = []
-        app.consumer.ack = lambda m: acked.append(m.offset) or True  # type: ignore[method-assign]
-        app.consumer_generation_id = 2
-        app.flow_control.resume()
-        channel = app.channel()
-        stream = app.stream(channel)
-        seen: list[int] = []
-
-        async def consume() -> None:
-            async for ev in stream.noack().events():
-                seen.append(ev.message.offset)
-                ev.ack()
-                return
-
-        task = asyncio.ensure_future(consume())
-        await asyncio.sleep(0.2)
-        before = unstarted_events.value
-        # offset 5 was fetched in generation 1 (before a rebalance): Faust drops it
-        for offset, generation in ((5, 1), (6, 2)):
-            m = ConsumerMessage("r", 0, offset, 0.0, 0, None, b"k", b"v", None,
-                                generation_id=generation)
-            m.incref()
-            await channel.put(Event(app, b"k", b"v", None, m))
-        await asyncio.wait_for(task, 10)
-        return seen, acked, unstarted_events.value - before
-
-    monkeypatch.setattr(faust.streams, "_CStreamIterator", None)  # the pure-Python loop
-    seen, acked, refused = asyncio.run(main())
-    assert seen == [6]
-    assert acked == [6]
-    assert refused == 1
+def test_a_topic_has_one_lane_per_agent() -> None:
+    app = fake_app()
+    Lane(app, "a", ["t"])
+    Lane(app, "b", ["t"])
+    with pytest.raises(ValueError, match="already has a lane named a"):
+        Lane(app, "a", ["t"])
 
 
 def _notifier() -> tuple[Any, list[Any]]:
@@ -334,22 +204,9 @@ def _notifier() -> tuple[Any, list[Any]]:
     return agent, done
 
 
-def test_the_notifier_acks_a_copy_handed_over_again_only_once_the_first_is_delivered() -> None:
-    agent, done = _notifier()
-    acked: list[str] = []
-    first = Rec("alerts", 1, 7, value=b'{"state": "raised"}')
-    agent.submit(first, lambda: acked.append("first"))
-    agent._ack_with(Rec("alerts", 1, 7), lambda: acked.append("copy"))
-    agent._ack_with(Rec("alerts", 1, 8), lambda: acked.append("other"))  # none waiting
-    assert acked == ["other"]
-    done[0][0]()  # every notifier has the first copy
-    assert acked == ["other", "first", "copy"]
-    assert len(agent.gate) == 0
-
-
 def test_the_notifier_acknowledges_each_partition_in_offset_order() -> None:
-    """An event delivered before an earlier one of its partition waits for it (Faust
-    would otherwise commit past the earlier one); other partitions are independent; an
+    """An event delivered before an earlier one of its partition waits for it (a commit
+    would otherwise pass the earlier one); other partitions are independent; an
     unreadable event is acknowledged in its turn."""
     agent, done = _notifier()
     acked: list[tuple[int, int]] = []
@@ -364,8 +221,8 @@ def test_the_notifier_acknowledges_each_partition_in_offset_order() -> None:
 
 
 def test_a_rebalance_withdraws_undelivered_events_without_acknowledging_them() -> None:
-    """Faust stops waiting for them (released) but commits none; a delivery finishing
-    afterwards acknowledges nothing; the dispatcher sees them withdrawn."""
+    """None of them is acknowledged (released instead); a delivery finishing afterwards
+    acknowledges nothing; the dispatcher sees them withdrawn."""
     agent, done = _notifier()
     acked: list[int] = []
     released: list[int] = []
@@ -380,33 +237,13 @@ def test_a_rebalance_withdraws_undelivered_events_without_acknowledging_them() -
 
 
 
-class _TakeEvents:
-    """Faust's ``Stream.take_events`` as far as acks go: a batch is acknowledged when the
-    agent's loop body ends, by an exception or a cancellation too (streams.py, finally)."""
-
-    def __init__(self, log: list[str]) -> None:
-        self.log = log
-
-    async def take_events(self, n: int, within: float) -> Any:
-        try:
-            yield [types.SimpleNamespace(message=faust_message("traffic.aggregates", 0, 0))]
-            await asyncio.sleep(3600)
-        finally:
-            self.log.append("acked")
-
-
-def test_a_cancelled_sink_acknowledges_its_batch_only_after_writing_it() -> None:
+def test_a_cancelled_sink_marks_its_batch_committable_only_after_writing_it() -> None:
     """A worker stopping during a store outage cancels the sink mid-write: the write runs
-    on to its end before the batch is acknowledged (Faust may commit what is acked)."""
+    on to its end before the offsets are committable, and the cancellation then ends it."""
     from thurrock_streams.agents.sink import SinkAgent
 
     log: list[str] = []
     store_back = asyncio.Event()
-
-    class Guard:
-        async def handle(self, batch: list[Any], process: Any) -> list[Any]:
-            await process(batch)
-            return batch
 
     async def write(messages: list[Any]) -> None:
         await store_back.wait()  # the store is down until the test brings it back
@@ -414,21 +251,24 @@ def test_a_cancelled_sink_acknowledges_its_batch_only_after_writing_it() -> None
 
     sink = object.__new__(SinkAgent)
     sink.settings = Settings(sink_batch_size=10)
-    sink.offsets = Guard()  # type: ignore[assignment]
+    sink.lane = assigned_lane({TopicPartition("t", 0): 0})
     sink.write_messages = write  # type: ignore[method-assign]
+    tp = TopicPartition("t", 0)
 
     async def main() -> None:
-        task = asyncio.ensure_future(sink._run(_TakeEvents(log)))
+        sink.lane.offer(tp, recs(tp, 0, 0), 1, None)
+        task = asyncio.ensure_future(sink._run(None))
         await asyncio.sleep(0.05)
         task.cancel()
         await asyncio.sleep(0.05)
-        assert log == []  # neither written nor acknowledged while the store is down
+        assert log == [] and sink.lane.committable() == {tp: 0}
         store_back.set()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
     asyncio.run(main())
-    assert log == ["written", "acked"]
+    assert log == ["written"]
+    assert sink.lane.committable() == {tp: 1}
 
 
 def test_quiet_time_counts_only_up_to_what_was_processed() -> None:
@@ -465,22 +305,18 @@ def test_quiet_time_counts_only_up_to_what_was_processed() -> None:
 
 
 def test_between_a_withdrawal_and_the_next_assignment_nothing_is_taken_or_acknowledged() -> None:
-    """A copy handed over after the gate closed is released (Faust stops waiting for it)
-    but neither delivered nor acknowledged; copies joined to a waiting event are released
-    with it at the withdrawal."""
+    """An event handed in after the gate closed is released but neither delivered nor
+    acknowledged; after the next assignment it is delivered again."""
     agent, done = _notifier()
     acked: list[str] = []
     released: list[str] = []
-    agent.submit(Rec("alerts", 0, 5, value=b"{}"), lambda: acked.append("sweep"))  # read by
-    agent._ack_with(Rec("alerts", 0, 5), lambda: acked.append("copy"),  # the guard; then the
-                    lambda: released.append("copy"))  # consumer's own copy of it
+    agent.submit(Rec("alerts", 0, 5, value=b"{}"), lambda: acked.append("first"),
+                 lambda: released.append("first"))
     agent.release_all()
-    assert (acked, released) == ([], ["copy"])
+    assert (acked, released) == ([], ["first"])
     agent.submit(Rec("alerts", 0, 6, value=b"{}"), lambda: acked.append("late"),
                  lambda: released.append("late"))
-    agent._ack_with(Rec("alerts", 0, 7), lambda: acked.append("dup"),
-                    lambda: released.append("dup"))
-    assert (acked, released, len(done)) == ([], ["copy", "late", "dup"], 1)
+    assert (acked, released, len(done)) == ([], ["first", "late"], 1)
     agent.gate.reopen()
     agent.submit(Rec("alerts", 0, 6, value=b"{}"), lambda: acked.append("again"))
     done[-1][0]()

@@ -23,7 +23,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from sensors_sim.publish import producer_config
 from thurrock_streams import cli, watch
 from thurrock_streams.adapters import kafka as ks
-from thurrock_streams.app import _client_options, _credentials
+from thurrock_streams.app import _credentials
 from thurrock_streams.errors import SettingsError
 from thurrock_streams.settings import Settings
 
@@ -111,10 +111,10 @@ def test_faust_worker_consumer(ca: LoopbackCA, protocol: str, mechanism: str,
 
 
 @pytest.mark.parametrize(("protocol", "mechanism", "with_ca"), CASES, ids=IDS)
-def test_worker_aiokafka_reader(ca: LoopbackCA, protocol: str, mechanism: str,
+def test_dashboard_aiokafka_client(ca: LoopbackCA, protocol: str, mechanism: str,
                                 with_ca: bool) -> None:
     s = _settings(protocol, mechanism, str(ca.ca_file) if with_ca else "")
-    for got in _build_aiokafka(_client_options(s)):
+    for got in _build_aiokafka(ks.aiokafka_options(s)):
         assert got["security_protocol"] == protocol
         _expect_tls(got["ssl_context"], protocol, ca if with_ca else None)
         _expect_sasl(protocol, mechanism, got)
@@ -198,7 +198,7 @@ def all_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixt
 def test_secrets_are_never_logged(ca: LoopbackCA, all_logs: pytest.LogCaptureFixture,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     s = _settings("SASL_SSL", "SCRAM-SHA-512", str(ca.ca_file))
-    _build_aiokafka(_client_options(s))
+    _build_aiokafka(ks.aiokafka_options(s))
     _build_aiokafka(dict(credentials_to_aiokafka_auth(_credentials(s))))
     p = KafkaProducer(api_version=(2, 8), **producer_config(CLOSED, s))
     p.close(timeout=0)

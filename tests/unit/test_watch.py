@@ -26,14 +26,15 @@ def test_screen_shows_traffic_air_and_open_alerts() -> None:
     assert "alerts: 0 open" in render(latest, daqi, means, None, open_alerts, recent)
 
 
-def test_the_screen_shows_what_the_delivery_guard_did_only_when_it_did_something() -> None:
-    counters = {"pipelines": {}, "sink": {}, "delivery": {"offsets": {
-        "air": {"repaired": 0, "swept": 0, "duplicates": 0, "missed": 0},
-        "sink": {"repaired": 0, "swept": 0, "duplicates": 0, "missed": 0}}}}
-    assert "delivery" not in render({}, {}, {}, counters)
-    counters["delivery"]["offsets"]["air"].update(repaired=2, duplicates=5)
-    counters["delivery"]["offsets"]["sink"].update(swept=3, missed=1)
-    assert ("delivery: messages the consumer skipped, read from Kafka: 5; missed: 1 (see the "
+def test_the_screen_shows_offsets_missed_by_the_lanes_only_when_there_are_some() -> None:
+    zero = {"batches": 4, "messages": 90, "stale_batches": 1, "rewinds": 0, "duplicates": 3,
+            "missed": 0}
+    counters: dict[str, Any] = {"pipelines": {}, "sink": {},
+                                "lanes": {"air": dict(zero), "sink": dict(zero)}}
+    assert "lanes" not in render({}, {}, {}, counters)
+    counters["lanes"]["air"]["missed"] = 2
+    counters["lanes"]["sink"]["missed"] = 1
+    assert ("lanes: offsets gone by retention before they were processed: 3 (see the "
             "worker log)") in render({}, {}, {}, counters)
 
 

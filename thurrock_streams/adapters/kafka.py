@@ -1,7 +1,7 @@
 """Kafka security: the one place that turns Settings into each Kafka client's options.
 
 Every Kafka client the project creates takes its security options from here: the Faust
-worker (:func:`faust_credentials`), the worker's own aiokafka reader
+worker (:func:`faust_credentials`), the dashboard's aiokafka consumer
 (:func:`aiokafka_options`), and the kafka-python clients of the CLI, the live view, the
 ``topics`` command and the simulator (:func:`kafka_python_options`). One TLS policy for
 all of them (:func:`ssl_context`): the system's trust store, or only the CA bundle in

@@ -5,16 +5,18 @@ and writes events to the ``alerts`` topic. Its per-site state (open alerts, rule
 counters, and the offset of the last aggregate applied from each source partition) lives
 in a changelog-backed table keyed like the aggregates, so the worker that owns a site's
 aggregates owns its alert state. The order is the readings agents' order: events are
-sent and their delivery awaited, then the states are stored, then Faust may commit. A
+sent and their delivery awaited, then the states are stored, then the lane marks the
+offsets committable. A
 replayed aggregate that a stored state already applied is skipped, so a restart never
 raises an open alert again; one that it did not apply reproduces the same event
 (the same point in the store; at worst a repeated message on the topic).
 
 The **notifier agent** reads the ``alerts`` topic and hands each event to the
 :class:`~thurrock_streams.alerts.notify.Dispatcher`, which delivers it to every notifier
-in the background with retries. It acknowledges an event only when every notifier
-delivered it (or gave up on it for good), so Kafka keeps what is undelivered across a
-crash, and a notifier that is down delays nothing but itself.
+in the background with retries. An event's offset becomes committable only when every
+notifier delivered it (or gave up on it for good) and every earlier one of its partition
+did, so Kafka keeps what is undelivered across a crash, and a notifier that is down
+delays nothing but itself.
 """
 
 from __future__ import annotations
@@ -31,17 +33,17 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import TopicPartition
 
 from ..alerts.engine import AlertEngine, SiteAlerts
 from ..alerts.notify import Dispatcher
 from ..alerts.rules import Rules
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, TRAFFIC_AGGREGATES
-from .delivery import OffsetGuard, Reader, faust_ack, tables_ready
+from .lane import Lane, Take, tables_ready
 from .readings import (
     LoopLock,
     SiteTable,
-    finish,
     owned_partitions,
     partition_for,
     retry_kafka,
@@ -83,7 +85,7 @@ class AlertCounters:
 class AlertAgent(LoopLock):
     """Aggregates in, alert events out; state in the ``alert-sites`` table."""
 
-    def __init__(self, app: faust.App, settings: Settings, rules: Rules, reader: Reader) -> None:
+    def __init__(self, app: faust.App, settings: Settings, rules: Rules) -> None:
         self.app = app
         self.settings = settings
         self.engine = AlertEngine(rules)
@@ -106,10 +108,9 @@ class AlertAgent(LoopLock):
         self.quiet_s = quiet_s(settings.idle_flush_s)
         self._assigned_at = time.monotonic()
         self._index_stale = True
-        self.offsets = OffsetGuard("alerts", reader, faust_ack(app))
+        self.lane = Lane(app, "alerts", self.kind_of)
         app.agent(self.sources, name="alerts")(self._run)
         app.timer(interval=2.0, name="alerts-silent")(self._silent_timer)
-        self.offsets.attach(app, self.kind_of, self._step_messages)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
@@ -132,12 +133,11 @@ class AlertAgent(LoopLock):
                 await self._deliver(events, changed)
 
     async def _run(self, stream: Any) -> None:
-        async for events in stream.take_events(5000, within=0.2):
-            await finish(self.offsets.handle([ev.message for ev in events],
-                                             self._step_messages))
+        async for take in self.lane.takes(5000):
+            await self.lane.run(take, self._step_messages)
 
     async def _step_messages(self, messages: list[Any]) -> None:
-        await finish(self.step([(m.topic, m.partition, m.offset, m.value) for m in messages]))
+        await self.step([(m.topic, m.partition, m.offset, m.value) for m in messages])
 
     async def step(self, messages: list[tuple[str, int, int, bytes | None]]) -> None:
         """Evaluate a batch of aggregate records, deliver the events, store the states."""
@@ -252,9 +252,8 @@ class AlertAgent(LoopLock):
 
 @dataclass
 class _Entry:
-    """One alert event being delivered: its acknowledgements (Faust's event's, or an ack by
-    offset for one the guard read from Kafka, plus those of copies handed over again), and
-    how to make Faust forget it without an acknowledgement."""
+    """One alert event being delivered: what makes its offset committable (and that of any
+    copy handed in meanwhile), and what to call when it is withdrawn unacknowledged."""
 
     acks: list[Callable[[], Any]]
     releases: list[Callable[[], None]]
@@ -265,12 +264,11 @@ class _Entry:
 class AckGate:
     """Acknowledges each partition's events in offset order, once delivered.
 
-    Faust commits a partition's run of acknowledged offsets even when it starts one past
-    the committed offset (faust-streaming #606), so an event still being delivered must
-    not be passed by the acknowledgement of a later one: a crash would then lose it.
-    :meth:`withdraw_all` (a rebalance starts) forgets every event not yet acknowledged
-    without acknowledging it: Faust then neither waits for it nor commits it, and it is
-    delivered by whichever worker holds its partition after the rebalance.
+    A partition's committed offset says that everything below it is done, so an event
+    still being delivered must not be passed by the acknowledgement of a later one: a
+    crash would then lose it. :meth:`withdraw_all` (a rebalance starts) forgets every
+    event not yet acknowledged without acknowledging it: its offset is not committed, and
+    it is delivered by whichever worker holds its partition after the rebalance.
 
     From a withdrawal until :meth:`reopen` (the next assignment) the gate is closed: an
     event handed in meanwhile is released at once, unacknowledged, and not delivered.
@@ -289,41 +287,26 @@ class AckGate:
         with self._lock:
             self._closed = False
 
-    def join(self, topic: str, partition: int, offset: int, ack: Callable[[], Any],
-             release: Callable[[], None] | None = None) -> bool:
-        """Add ``ack`` (and ``release``) to the event waiting at that offset; False if none
-        waits (acknowledge it now). While the gate is closed, the copy is released at
-        once, unacknowledged, and True is returned."""
-        with self._lock:
-            closed = self._closed
-        if closed:
-            if release is not None:
-                release()
-            return True
-        return self.add(topic, partition, offset, ack, release, join=True) is not None
-
     def add(self, topic: str, partition: int, offset: int, ack: Callable[[], Any],
-            release: Callable[[], None] | None = None,
-            join: bool = False) -> _Entry | None:
+            release: Callable[[], None] | None = None) -> _Entry | None:
         """Register an event and return its entry to deliver; None if one at that offset
         waits already (then ``ack`` joins it), or if the gate is closed (then it is
-        released at once, unacknowledged). With ``join``, the waiting entry is returned
-        and no new one is made."""
+        released at once, unacknowledged)."""
         tp = (topic, partition)
         with self._lock:
             closed = self._closed
-            waiting = self._entries.setdefault(tp, {})
-            entry = waiting.get(offset)
-            if not closed and entry is not None:
-                entry.acks.append(ack)
-                if release is not None:
-                    entry.releases.append(release)
-                return entry if join else None
-            if not closed and not join:
+            if not closed:
+                waiting = self._entries.setdefault(tp, {})
+                entry = waiting.get(offset)
+                if entry is not None:
+                    entry.acks.append(ack)
+                    if release is not None:
+                        entry.releases.append(release)
+                    return None
                 entry = waiting[offset] = _Entry([ack], [release] if release else [])
                 heapq.heappush(self._heaps.setdefault(tp, []), offset)
                 return entry
-        if closed and release is not None:
+        if release is not None:
             release()
         return None
 
@@ -363,19 +346,19 @@ class AckGate:
 
 
 class NotifyAgent:
-    """Hands every alert event to the notifiers; acks it once they all have it.
+    """Hands every alert event to the notifiers; its offset is committable once they all
+    have it.
 
-    Events are acknowledged in offset order per partition (:class:`AckGate`). Faust waits
-    for every unacknowledged event before it gives partitions up in a rebalance; so that
-    a notifier that is down cannot stall a rebalance, the events still waiting are
-    withdrawn when one starts (:meth:`release_all`): unacknowledged, so Kafka delivers them
-    again to whichever worker holds their partition next, and no longer retried here.
-    A notification may so be sent twice (at least once, never lost); receivers drop
+    Offsets become committable in offset order per partition (:class:`AckGate`): one
+    still being delivered holds back those after it. So that a notifier that is down
+    cannot hold a rebalance up, the events still waiting are withdrawn when one starts
+    (:meth:`release_all`): their offsets stay uncommitted, so Kafka delivers them again to
+    whichever worker holds their partition next, and they are no longer retried here. A
+    notification may so be sent twice (at least once, never lost); receivers drop
     repeats by the event id (docs/alerts.md).
     """
 
-    def __init__(self, app: faust.App, settings: Settings, dispatcher: Dispatcher,
-                 reader: Reader) -> None:
+    def __init__(self, app: faust.App, settings: Settings, dispatcher: Dispatcher) -> None:
         self.app = app
         self.dispatcher = dispatcher
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -383,45 +366,22 @@ class NotifyAgent:
                                 internal=True, **raw)
         self.gate = AckGate()
         self.withdrawn = 0
-        self._ack = faust_ack(app)
-        self.offsets = OffsetGuard("alert-notify", reader)  # submit() acknowledges
+        self.lane = Lane(app, "alert-notify", [self.source.get_topic_name()])
         app.agent(self.source, name="alert-notify")(self._run)
-        self.offsets.attach(app, [self.source.get_topic_name()], self._submit_read)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
         self.gate.reopen()
 
     async def _run(self, stream: Any) -> None:
-        async for event in stream.noack().events():
-            async def process(messages: list[Any], event: Any = event) -> None:
-                for m in messages:
-                    if m is event.message:
-                        self.submit(m, event.ack, functools.partial(self._forget, m))
-                    else:
-                        self.submit(m, functools.partial(self._ack, m))
+        async for take in self.lane.takes(1000):
+            # The gate, not the step's end, makes each offset committable.
+            await self.lane.run(take, functools.partial(self._submit_take, take), commit=False)
 
-            if not await self.offsets.handle([event.message], process):
-                # handed over twice
-                self._ack_with(event.message, event.ack,
-                               functools.partial(self._forget, event.message))
-
-    def _forget(self, m: Any) -> None:
-        """Make Faust's consumer stop waiting for ``m`` without acknowledging it (on the
-        event loop, which also reads that set; this may be the consumer's thread)."""
-        unacked = self.app.consumer._unacked_messages  # type: ignore[attr-defined]
-        self.app.loop.call_soon_threadsafe(unacked.discard, m)
-
-    def _ack_with(self, m: Any, ack: Callable[[], Any],
-                  release: Callable[[], None] | None = None) -> None:
-        """Acknowledge a copy of an event handed over again once the first copy is
-        acknowledged (at once if it is)."""
-        if not self.gate.join(m.topic, m.partition, m.offset, ack, release):
-            ack()
-
-    async def _submit_read(self, messages: list[Any]) -> None:
+    async def _submit_take(self, take: Take, messages: list[Any]) -> None:
         for m in messages:
-            self.submit(m, functools.partial(self._ack, m))
+            tp = TopicPartition(m.topic, m.partition)
+            self.submit(m, functools.partial(self.lane.ack, tp, m.offset + 1, take.epoch))
 
     def submit(self, m: Any, ack: Callable[[], Any],
                release: Callable[[], None] | None = None) -> None:

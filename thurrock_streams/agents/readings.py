@@ -1,10 +1,10 @@
 """The Faust wiring of a readings pipeline: one agent, one changelog-backed table, a timer.
 
-The agent takes batches of events, hands their bytes to a :class:`Processor` and
-delivers what it returns in a crash-safe order: dead letters, re-keyed messages and
-aggregates are sent and their delivery awaited; only then are the changed site states
-written to the table, and the step waits until the changelog holds them
-(:func:`store_states`) before it ends and Faust may commit its offsets.
+The agent takes whole fetched batches from its :class:`~.lane.Lane`, hands their bytes to
+a :class:`Processor` and delivers what it returns in a crash-safe order: dead letters,
+re-keyed messages and aggregates are sent and their delivery awaited; only then are the
+changed site states written to the table, and the step waits until the changelog holds
+them (:func:`store_states`) before it ends and the lane marks its offsets committable.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from faust.exceptions import ProducerSendError
@@ -28,14 +27,14 @@ from ..engine.processor import Pipeline, Processor, SiteState, StepOutput
 from ..readings import RawMessage
 from ..settings import Settings
 from ..topics import ORIGIN_KEY, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
-from .delivery import OffsetGuard, Reader, faust_ack, owned_tps, retry, tables_ready
+from .lane import Lane, owned_tps, retry, tables_ready
 
 __all__ = ["ReadingsAgent", "partition_for"]
 
 log = logging.getLogger(__name__)
 
-#: A high watermark counts only from a fetch this recent (ms): Faust's fetches wait up to
-#: 1.5 s, so an older one means fetching has stalled (or the partition is paused).
+#: A high watermark counts only from a fetch this recent (ms): the lane's fetches wait at
+#: most 0.1 s, so an older one means fetching has stalled (or the partition is paused).
 FRESH_FETCH_MS = 4000.0
 
 #: Header with the wall-clock time (UTC epoch seconds) at which an aggregate was closed.
@@ -47,26 +46,11 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-async def finish(step: Awaitable[Any]) -> None:
-    """Run a step to its end even if the agent is cancelled meanwhile.
-
-    Faust acks a batch when the agent's loop body ends, even by an exception or a
-    cancellation, and may then commit its offsets: so a step must finish (it retries
-    delivery and never raises on input) before the body ends.
-    """
-    task = asyncio.ensure_future(step)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
-
-
 async def retry_kafka(send: Callable[[], Awaitable[None]], what: str) -> None:
     """Run ``send`` until Kafka takes it, backing off up to 30 s between tries.
 
     Faust wraps a failed send in ``ProducerSendError``: retried too, since giving up would
-    let the batch be acknowledged undelivered (a record Kafka can never take stalls its
+    let the batch's offsets be committed undelivered (a record Kafka can never take stalls its
     partition, with a warning each try, rather than being lost).
     """
     await retry(send, f"{what}: delivery to Kafka", (KafkaError, ProducerSendError))
@@ -78,8 +62,9 @@ async def store_states(table: Any, records: Mapping[bytes, bytes]) -> None:
     Faust commits source offsets without waiting for the changelog records that table
     writes leave in its producer buffer; a ``kill -9`` could then keep offsets newer than
     the stored states, and the replay would miss readings. Awaiting the records here,
-    before the step ends and its batch is acknowledged, keeps the order outputs → states
-    → offsets. Rewriting a record is harmless, so a failed try is simply repeated.
+    before the step ends and the lane marks its offsets committable, keeps the order
+    outputs → states → offsets. Rewriting a record is harmless, so a failed try is simply
+    repeated.
 
     The last record of each changelog partition is sent on its own, after the others:
     a broker whose end offset is the last record *batch*'s first offset + 1 (Tansu, the
@@ -231,7 +216,7 @@ class ReadingsAgent(LoopLock):
     """Binds one pipeline (traffic or air) to the app."""
 
     def __init__(self, app: faust.App, settings: Settings, pipeline: Pipeline, source: str,
-                 aggregates: str, deadletter: str, reader: Reader) -> None:
+                 aggregates: str, deadletter: str) -> None:
         self.app = app
         self.settings = settings
         self.kind = pipeline.kind
@@ -260,19 +245,17 @@ class ReadingsAgent(LoopLock):
         self._carry: dict[str, float] = {}
         self._owned_now: set[int] = set()
         self._owned_before: set[int] | None = None
-        # Puts source messages the consumer dropped back into the batches.
-        self.offsets = OffsetGuard(self.kind, reader, faust_ack(app))
         # Up to 50,000 messages a batch: with thousands of sites sending single readings,
         # the fixed cost of a step per site (state copy, windows, one changelog record)
         # is shared by several readings instead of one. A batch of large frames is stepped
         # in chunks of at most ``step_max_bytes`` of values, which bounds the step's
         # memory and duration (docs/performance.md).
         self.batch_max = 50_000
-        self.batch_within_s = 0.1
         self.step_max_bytes = 4 << 20
+        # The source topics' batches, whole, and their offsets.
+        self.lane = Lane(app, self.kind, self.sources.topics)
         app.agent(self.sources, name=f"{self.kind}-readings")(self._run)
         app.timer(interval=1.0, name=f"{self.kind}-quiet-sites")(self._quiet_sites)
-        self.offsets.attach(app, self.sources.topics, self._step_messages)
         app.on_partitions_assigned.connect(self._on_assigned)
 
     def _partition_of(self, site: str) -> int:
@@ -290,12 +273,12 @@ class ReadingsAgent(LoopLock):
         self._owned_before = self._owned_now
 
     async def _run(self, stream: Any) -> None:
-        async for events in stream.take_events(self.batch_max, within=self.batch_within_s):
-            await finish(self.offsets.handle([ev.message for ev in events],
-                                             self._step_messages))
+        # Faust's stream stays empty: the lane hands over the source topics' batches.
+        async for take in self.lane.takes(self.batch_max):
+            await self.lane.run(take, self._step_messages)
 
     async def _step_messages(self, messages: list[Any]) -> None:
-        await finish(self.step_chunks([self._raw(m) for m in messages]))
+        await self.step_chunks([self._raw(m) for m in messages])
 
     def _raw(self, m: Any) -> RawMessage:
         if m.topic == self.rekey_out.get_topic_name():
@@ -334,34 +317,26 @@ class ReadingsAgent(LoopLock):
 
     def _highs(self, partition: int) -> dict[Any, int] | None:
         """Kafka's high watermarks of the site partition's topics from a fetch of the last
-        few seconds, or None (unknown, or the fetch stalled: no silence is counted)."""
-        try:
-            client = self.app.consumer._thread._ensure_consumer()  # type: ignore[attr-defined]
-        except Exception:
-            return None
+        few seconds (the lane's), or None (unknown, or the fetch stalled: no silence is
+        counted)."""
         highs: dict[Any, int] = {}
         now_ms = time.time() * 1000.0
         for topic in self.sources.topics:
-            tp = TopicPartition(topic, partition)
-            try:
-                high, polled = client.highwater(tp), client.last_poll_timestamp(tp)
-            except Exception:  # not assigned (a rebalance under way)
+            got = self.lane.high(topic, partition)
+            if got is None or now_ms - got[1] > FRESH_FETCH_MS:
                 return None
-            if high is None or polled is None or now_ms - polled > FRESH_FETCH_MS:
-                return None
-            highs[(topic, partition)] = int(high)
+            highs[(topic, partition)] = got[0]
         return highs
 
     def _due(self, partition: int) -> dict[Any, int] | None:
-        """The offset due next per topic-partition, once known (the delivery guard knows
-        it from the committed offset and each message handed over)."""
+        """Per topic-partition, the offset below which every message is processed, once
+        known (the lane knows it from where the partition started and each step done)."""
         due = {}
         for topic in self.sources.topics:
-            tp = (topic, partition)
-            d = self.offsets.expected.get(tp, self.offsets.starts.get(tp))
+            d = self.lane.processed(topic, partition)
             if d is None:
                 return None
-            due[tp] = d
+            due[(topic, partition)] = d
         return due
 
     async def _quiet_sites(self) -> None:
@@ -381,7 +356,7 @@ class ReadingsAgent(LoopLock):
                 if highs is not None:
                     self.quiet.note(p, now, highs)
                 due = self._due(p)
-                if due is not None and not self.offsets.lock.locked():
+                if due is not None:
                     self.quiet.processed(p, due)
             self.quiet_now = self.quiet.quiet_sites(mine)
             cuts = [self.quiet.cuts.get(p, -math.inf) for p in mine]

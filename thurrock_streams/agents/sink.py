@@ -1,11 +1,11 @@
 """The store sink: aggregates and alerts from Kafka into InfluxDB, losing nothing.
 
-The processor's output topics are the durable buffer. This agent takes batches of their
-records, writes them as points and acknowledges the events (so Faust may commit their
-offsets) only after the store took them. While the store is down the batch is retried
-with backoff; Faust pauses fetching once the agent's buffer is full, and the readings
-agents carry on. A point the store refuses as malformed is dead-lettered (reason
-``sink``) instead of blocking the stream.
+The processor's output topics are the durable buffer. This agent takes whole fetched
+batches of their records from its lane, writes them as points, and the lane marks their
+offsets committable only after the store took them. While the store is down the batch is
+retried with backoff; the lane stops fetching the sink's partitions once its queue is
+full, and the readings agents carry on. A point the store refuses as malformed is
+dead-lettered (reason ``sink``) instead of blocking the stream.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from ..adapters.influx import InfluxWriter, to_line
 from ..errors import SinkError
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, DEADLETTER, TRAFFIC_AGGREGATES
-from .delivery import OffsetGuard, Reader, faust_ack
-from .readings import CLOSED_AT, finish
+from .lane import Lane
+from .readings import CLOSED_AT
 
 __all__ = ["SinkAgent"]
 
@@ -39,7 +39,7 @@ def _schema(topic: str, rec: dict[str, Any], settings: Settings) -> str:
 class SinkAgent:
     """Writes every record of the processor's output topics to the store."""
 
-    def __init__(self, app: faust.App, settings: Settings, reader: Reader) -> None:
+    def __init__(self, app: faust.App, settings: Settings) -> None:
         self.settings = settings
         self.writer = InfluxWriter(settings)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -50,18 +50,16 @@ class SinkAgent:
         self.deadletter_out = app.topic(settings.topic(DEADLETTER), partitions=n, internal=True,
                                         **raw)
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=10_000)
-        self.offsets = OffsetGuard("sink", reader, faust_ack(app),
-                                   max_read=settings.sink_batch_size)
+        self.lane = Lane(app, "sink", self.sources.topics,
+                         max_messages=4 * settings.sink_batch_size)
         app.agent(self.sources, name="store-sink")(self._run)
-        self.offsets.attach(app, self.sources.topics, self.write_messages)
 
     async def _run(self, stream: Any) -> None:
-        async for events in stream.take_events(self.settings.sink_batch_size, within=0.2):
-            # Shielded like the readings agents' step: Faust acknowledges the batch when
-            # this body ends, by a cancellation too (a worker stopping during a store
-            # outage), and would then commit offsets of points never written.
-            await finish(self.offsets.handle([ev.message for ev in events],
-                                             self.write_messages))
+        # What is fetched is written at once (no waiting to fill a batch): a window closed
+        # reaches the store one fetch after it was sent. The lane finishes a write even
+        # when the agent is cancelled (a worker stopping during a store outage).
+        async for take in self.lane.takes(self.settings.sink_batch_size):
+            await self.lane.run(take, self.write_messages)
 
     async def write_messages(self, messages: list[Any]) -> None:
         """Write the points of a batch of messages; return once all are in the store."""
