@@ -50,7 +50,7 @@ def commit(stack: StackConfig, group: str, topic: str, offsets: dict[int, int]) 
 
 def dead_offsets(stack: StackConfig, prefix: str, expect: int) -> Counter[tuple[int, int]]:
     """How often each (partition, offset) of the readings topic was dead-lettered."""
-    recs = consume_all(stack, f"{prefix}deadletter", expect, timeout=90)
+    recs = consume_all(stack, f"{prefix}readings.deadletter", expect, timeout=90)
     out: Counter[tuple[int, int]] = Counter()
     for r in recs:
         d = json.loads(r.value)

@@ -69,7 +69,7 @@ def soak(stack: StackConfig, prefix: str, make_worker: Any, cycles: int,
     counted = sum(values[0] for (_, window, _), fields in got.items()
                   for name, values in fields.items() if window == "1m" and name == "count")
     assert counted == readings_in(feed)
-    assert consume_all(stack, f"{prefix}deadletter", 1, timeout=3) == []
+    assert consume_all(stack, f"{prefix}readings.deadletter", 1, timeout=3) == []
 
 
 def test_soak_short(stack: StackConfig, prefix: str, make_worker: Any) -> None:
