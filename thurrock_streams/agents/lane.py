@@ -38,7 +38,7 @@ import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from aiokafka import TopicPartition
@@ -148,7 +148,6 @@ class _Part:
     due: int  # the next offset to take from the fetcher
     done: int  # every offset below it is processed (committable)
     high: tuple[int, float] | None = None  # (high watermark, fetched at, epoch ms)
-    tp: TP = field(default=cast(TP, None))
 
 
 class Lane:
@@ -200,7 +199,7 @@ class Lane:
             return
         for tp, offset in starts.items():
             if tp in self.assigned and tp not in self.parts:
-                self.parts[tp] = _Part(offset, offset, tp=tp)
+                self.parts[tp] = _Part(offset, offset)
 
     def offer(self, tp: TP, records: list[Any], generation: int,
               high: tuple[int, float] | None) -> int | None:
