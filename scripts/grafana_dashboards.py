@@ -483,7 +483,7 @@ def alerts(flux_set: bool) -> dict[str, Any]:
         flux_set)
 
 
-DELIVERY = ["repaired", "swept", "duplicates", "missed"]
+LANES = ("rewinds", "stale_batches", "duplicates", "missed")
 NOTIFIER = ["sent", "failed_attempts", "gave_up", "dropped", "queued"]
 
 
@@ -558,15 +558,14 @@ def health() -> dict[str, Any]:
              "{{pipeline}} re-keyed"),
            Q(rate("thurrock_replayed_skipped_total", "pipeline"), None,
              "{{pipeline}} replay skipped")], unit=PER_S, min=0),
-        P("table", "Delivery guard (since worker start)",
-          "Per agent: source offsets repaired (skipped by the consumer, read and "
-          "processed), messages swept, duplicates dropped, offsets missed; and events "
-          "redelivered because they never started.",
-          [Q(f"sum by (agent) (thurrock_offsets_{name}_total{{{inst}}})", None, name,
-             instant=True, table=True) for name in DELIVERY]
-          + [Q(f"sum(thurrock_unstarted_events_redelivered_total{{{inst}}})", None,
-               "unstarted redelivered", instant=True, table=True)],
-          w=12, transformations=columns([*DELIVERY, "unstarted events redelivered"])),
+        P("table", "Batch lanes (since worker start)",
+          "Per lane (agent): batches that did not start at the offset due (dropped, "
+          "partition sought back), stale batches dropped and fetched again (old "
+          "generation, rebalance, recovery), messages handed over again and dropped, and "
+          "offsets gone by retention before they were processed (missed; must stay 0).",
+          [Q(f"sum by (lane) (thurrock_lane_{name}_total{{{inst}}})", None,
+             name.replace("_", " "), instant=True, table=True) for name in LANES],
+          w=12, transformations=columns([n.replace("_", " ") for n in LANES])),
         P("timeseries", "Alert events and records (per second)",
           "Aggregates the alert engine read, and the events it raised, escalated and "
           "cleared.",

@@ -343,3 +343,26 @@ def test_silence_counted_before_a_rebalance_is_kept_for_the_partitions_that_stay
     moved = clock()
     moved.keep(lambda site: False)  # its partition was elsewhere meanwhile
     assert moved.quiet_s("a", [0]) == 30.0
+
+
+def test_a_topic_read_by_two_lanes_is_committed_as_far_as_both_processed_it() -> None:
+    """The aggregates are read by the sink and the alert agent: the consumer commits a
+    partition's offset only up to what the slower of its lanes processed."""
+    from thurrock_streams.agents.lane import LaneConsumer
+
+    app = fake_app()
+    sink, alerts = Lane(app, "sink", ["t"]), Lane(app, "alerts", ["t"])
+    for lane in (sink, alerts):
+        lane.assign({TP0})
+    consumer = types.SimpleNamespace(_lanes=app.lanes)
+    assert LaneConsumer._new_offset(consumer, TP0) is None  # type: ignore[arg-type]
+    sink.start(sink.epoch, {TP0: 4})
+    assert LaneConsumer._new_offset(consumer, TP0) is None  # type: ignore[arg-type]
+    alerts.start(alerts.epoch, {TP0: 4})
+    sink.ack(TP0, 9, sink.epoch)
+    alerts.ack(TP0, 6, alerts.epoch)
+    assert LaneConsumer._new_offset(consumer, TP0) == 6  # type: ignore[arg-type]
+    alerts.ack(TP0, 11, alerts.epoch)
+    assert LaneConsumer._new_offset(consumer, TP0) == 9  # type: ignore[arg-type]
+    alerts.ack(TP0, 20, alerts.epoch - 1)  # of an earlier assignment: ignored
+    assert alerts.committable() == {TP0: 11}
