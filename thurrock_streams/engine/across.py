@@ -24,6 +24,7 @@ the caller steps them on their own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,16 +89,35 @@ def can_take(w: SiteWindows, cfg: EngineConfig, cols: dict[str, NDArray[Any]]) -
     for d in (w.closed_until, w.next_emit, w.span_end):
         if d and tuple(d) != sizes:
             return False
-    if w.buf_ts.dtype != np.float64 or w.buf_ts.ndim != 1:
+    ts = w.buf_ts
+    if ts.dtype != np.float64 or ts.ndim != 1:
         return False
-    if not w.buf_cols:
-        return w.buf_ts.size == 0
-    if tuple(w.buf_cols) != tuple(cols):
+    buf = w.buf_cols
+    if not buf:
+        return ts.size == 0
+    if tuple(buf) != tuple(cols):
         return False
-    for name, v in w.buf_cols.items():
-        if v.dtype != cols[name].dtype or v.shape != w.buf_ts.shape:
+    n = ts.size
+    for v, c in zip(buf.values(), cols.values(), strict=True):
+        if v.dtype != c.dtype or v.ndim != 1 or v.size != n:
             return False
     return True
+
+
+def _per_size_dicts(sizes: tuple[int, ...]) -> Callable[[list[list[float]], int],
+                                                         dict[int, float]]:
+    """A maker of site ``k``'s ``{size: value}`` from per-size lists of values (one
+    dict literal for the usual two window lengths: this runs once per site)."""
+    if len(sizes) == 2:
+        s0, s1 = sizes
+
+        def two(values: list[list[float]], k: int) -> dict[int, float]:
+            return {s0: values[0][k], s1: values[1][k]}
+        return two
+
+    def any_number(values: list[list[float]], k: int) -> dict[int, float]:
+        return {s: v[k] for s, v in zip(sizes, values, strict=True)}
+    return any_number
 
 
 def _floor(t: F64, size: int) -> F64:
@@ -221,18 +241,22 @@ def ingest_across(cfg: EngineConfig, olds: list[SiteWindows], site: I64, ts: F64
     bounds = np.concatenate(([0], np.cumsum(np.bincount(all_site[keep], minlength=k_n))))
     b = bounds.tolist()
     w1_l, run1_l, acc_l = w1.tolist(), run1.tolist(), any_acc.tolist()
+    # Per window length, every site's value (Python floats: dicts are built per site).
     cu_l = [cu1[s].tolist() for s in sizes]
     ne_l = [np.where(nwin[s] > 0, stop[s], ne1[s]).tolist() for s in sizes]
     se_l = [se1[s].tolist() for s in sizes]
+    kept = list(kept_cols.values())
+    per_size = _per_size_dicts(sizes)
     news = []
     for k, old in enumerate(olds):
         a, z = b[k], b[k + 1]
-        nxt = ({} if ne_l[0][k] != ne_l[0][k]  # NaN: no reading accepted yet
-               else {s: ne_l[i][k] for i, s in enumerate(sizes)})
-        span = ({s: se_l[i][k] for i, s in enumerate(sizes)} if acc_l[k] or old.span_end
-                else {})
-        buf_cols = ({name: v[a:z].copy() for name, v in kept_cols.items()}
-                    if old.buf_cols or acc_l[k] else {})
-        news.append(SiteWindows(w1_l[k], {s: cu_l[i][k] for i, s in enumerate(sizes)}, nxt,
-                                kept_ts[a:z].copy(), buf_cols, span, run1_l[k]))
+        fresh = acc_l[k]
+        news.append(SiteWindows(
+            w1_l[k], per_size(cu_l, k),
+            per_size(ne_l, k) if ne_l[0][k] == ne_l[0][k] else {},  # NaN: none accepted yet
+            kept_ts[a:z].copy(),
+            dict(zip(names, [v[a:z].copy() for v in kept], strict=True))
+            if fresh or old.buf_cols else {},
+            per_size(se_l, k) if fresh or old.span_end else {},
+            run1_l[k]))
     return IngestAcross(future, late, n_acc, news, closed)
