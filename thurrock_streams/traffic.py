@@ -100,7 +100,8 @@ class TrafficPipeline:
                 TrafficPipeline.aggregates:
             return None
         out: list[list[dict[str, Any]]] = [[] for _ in sites]
-        free_flow = np.array([self.registry.free_flow_kph(s) for s in sites], dtype=np.float64)
+        speed_of = self.registry.free_flow_kph
+        free_flow = np.array([speed_of(s) for s in sites], dtype=np.float64)
         for c in closed:
             if not c.starts.size:
                 continue

@@ -83,41 +83,34 @@ class IngestAcross:
     """One entry per window length (config order), possibly without windows."""
 
 
-def can_take(w: SiteWindows, cfg: EngineConfig, cols: dict[str, NDArray[Any]]) -> bool:
-    """True if :func:`ingest_across` reproduces ``w.ingest`` for a batch with ``cols``."""
+def can_take(cfg: EngineConfig, cols: dict[str, NDArray[Any]]) -> Callable[[SiteWindows],
+                                                                          bool]:
+    """A test, for a batch with ``cols``: True if :func:`ingest_across` reproduces
+    ``w.ingest`` for state ``w`` (its buffer has the batch's columns and dtypes, its edges
+    are kept per window length in config order)."""
     sizes = cfg.sizes
-    for d in (w.closed_until, w.next_emit, w.span_end):
-        if d and tuple(d) != sizes:
+    names = tuple(cols)
+    dtypes = [v.dtype for v in cols.values()]
+    f8 = np.dtype(np.float64)
+
+    def test(w: SiteWindows) -> bool:
+        for d in (w.closed_until, w.next_emit, w.span_end):
+            if d and tuple(d) != sizes:
+                return False
+        ts = w.buf_ts
+        if ts.dtype != f8 or ts.ndim != 1:
             return False
-    ts = w.buf_ts
-    if ts.dtype != np.float64 or ts.ndim != 1:
-        return False
-    buf = w.buf_cols
-    if not buf:
-        return ts.size == 0
-    if tuple(buf) != tuple(cols):
-        return False
-    n = ts.size
-    for v, c in zip(buf.values(), cols.values(), strict=True):
-        if v.dtype != c.dtype or v.ndim != 1 or v.size != n:
+        buf = w.buf_cols
+        if not buf:
+            return ts.size == 0
+        if tuple(buf) != names:
             return False
-    return True
-
-
-def _per_size_dicts(sizes: tuple[int, ...]) -> Callable[[list[list[float]], int],
-                                                         dict[int, float]]:
-    """A maker of site ``k``'s ``{size: value}`` from per-size lists of values (one
-    dict literal for the usual two window lengths: this runs once per site)."""
-    if len(sizes) == 2:
-        s0, s1 = sizes
-
-        def two(values: list[list[float]], k: int) -> dict[int, float]:
-            return {s0: values[0][k], s1: values[1][k]}
-        return two
-
-    def any_number(values: list[list[float]], k: int) -> dict[int, float]:
-        return {s: v[k] for s, v in zip(sizes, values, strict=True)}
-    return any_number
+        n = ts.size
+        for v, dt in zip(buf.values(), dtypes, strict=True):
+            if v.dtype != dt or v.ndim != 1 or v.size != n:
+                return False
+        return True
+    return test
 
 
 def _floor(t: F64, size: int) -> F64:
@@ -245,18 +238,26 @@ def ingest_across(cfg: EngineConfig, olds: list[SiteWindows], site: I64, ts: F64
     cu_l = [cu1[s].tolist() for s in sizes]
     ne_l = [np.where(nwin[s] > 0, stop[s], ne1[s]).tolist() for s in sizes]
     se_l = [se1[s].tolist() for s in sizes]
+    if len(sizes) == 2:  # the pipelines' case: dict literals (this loop runs per site)
+        s0, s1 = sizes
+        cu = [{s0: x, s1: y} for x, y in zip(*cu_l, strict=True)]
+        ne = [{s0: x, s1: y} if x == x else {} for x, y in zip(*ne_l, strict=True)]
+        se = [{s0: x, s1: y} for x, y in zip(*se_l, strict=True)]
+    else:
+        cu = [dict(zip(sizes, v, strict=True)) for v in zip(*cu_l, strict=True)]
+        ne = [dict(zip(sizes, v, strict=True)) if v[0] == v[0] else {}
+              for v in zip(*ne_l, strict=True)]
+        se = [dict(zip(sizes, v, strict=True)) for v in zip(*se_l, strict=True)]
     kept = list(kept_cols.values())
-    per_size = _per_size_dicts(sizes)
     news = []
     for k, old in enumerate(olds):
         a, z = b[k], b[k + 1]
         fresh = acc_l[k]
         news.append(SiteWindows(
-            w1_l[k], per_size(cu_l, k),
-            per_size(ne_l, k) if ne_l[0][k] == ne_l[0][k] else {},  # NaN: none accepted yet
+            w1_l[k], cu[k], ne[k],  # next_emit {} (NaN): no reading accepted yet
             kept_ts[a:z].copy(),
             dict(zip(names, [v[a:z].copy() for v in kept], strict=True))
             if fresh or old.buf_cols else {},
-            per_size(se_l, k) if fresh or old.span_end else {},
+            se[k] if fresh or old.span_end else {},
             run1_l[k]))
     return IngestAcross(future, late, n_acc, news, closed)

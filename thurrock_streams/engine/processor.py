@@ -275,10 +275,10 @@ class Processor:
         pos: dict[str, int] = {}
         olds: list[SiteState | None] = []
         alone: set[str] = set()
+        takes = can_take(cfg, batch.cols)
         for site in with_rows:
             old = states.get(site)
-            if site in beats_by_site or (
-                    old is not None and not can_take(old.windows, cfg, batch.cols)):
+            if site in beats_by_site or (old is not None and not takes(old.windows)):
                 alone.add(site)
                 continue
             pos[site] = len(olds)
@@ -344,7 +344,7 @@ class Processor:
                 continue
             k = pos[site]
             old = olds[k]
-            for rej in rejected_by_site.pop(site, ()):
+            for rej in rejected_by_site.pop(site, None) or ():
                 if not fresh[rej.msg]:
                     out.counts.replayed_skipped += 1
                 elif rej.heartbeat:
@@ -363,22 +363,23 @@ class Processor:
             j = sub_l[k]
             windows = res.windows[j]
             a, z = bounds[j], bounds[j + 1]
-            rows_bad = bad.get(j, ())
-            for verdict, reason in ((res.future, "future"), (res.late, "late")):
-                for r in rows_bad:
-                    if verdict[r]:
-                        detail = _time_detail(reason, float(rows.ts[r]), windows, now)
-                        row = int(rows.row[r])
-                        self._dead(out, messages[int(rows.msg[r])], reason, detail,
-                                   row if row >= 0 else None)
+            rows_bad = bad.get(j)
+            if rows_bad:  # as _ingest: the site's future rows, then its late ones
+                for verdict, reason in ((res.future, "future"), (res.late, "late")):
+                    for r in rows_bad:
+                        if verdict[r]:
+                            detail = _time_detail(reason, float(rows.ts[r]), windows, now)
+                            row = int(rows.row[r])
+                            self._dead(out, messages[int(rows.msg[r])], reason, detail,
+                                       row if row >= 0 else None)
             if acc_l[j] and not accept_noop:
                 ok = ~(res.future[a:z] | res.late[a:z])
                 self.pipeline.on_accept(carry, rows.ts[a:z][ok],
                                         {name: v[a:z][ok] for name, v in rows.cols.items()})
             new = SiteState(windows, applied[k], carry)
             if recs is not None:
-                for rec in recs[j]:
-                    out.aggregates.append((site, rec))
+                if recs[j]:
+                    out.aggregates += [(site, rec) for rec in recs[j]]
             else:
                 closed = [c for c in (ca.of_site(j) for ca in res.closed) if c is not None]
                 if closed:
