@@ -14,12 +14,15 @@ ratio of the two paths. Feeds: ``singles`` (``--sites`` sites × ``--per-site`` 
 readings, one reading per message, ``--batch`` messages per step) and ``framed``
 (``--frame-sites`` sites × one frame of 1,000 readings, 100 frames per step).
 
-Run: ``.venv/bin/python bench/across.py`` (about a minute on the 2-core box).
+Run: ``.venv/bin/python bench/across.py`` (about a minute on the 2-core box). An older
+tree's per-site path, beside this one: ``PYTHONPATH=../main .venv/bin/python
+bench/across.py --paths per-site`` (docs/performance.md, "Sites stepped together").
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 from pathlib import Path
@@ -42,7 +45,13 @@ def raw(msgs: list[feeds.Msg], topic: str) -> list[RawMessage]:
 def run(msgs: list[RawMessage], batch: int, across: bool, encode: bool) -> tuple[float, int,
                                                                                int, bytes]:
     """One pass: (seconds, readings in, site-steps, a digest of every output)."""
-    proc = Processor(TrafficPipeline.create(30.0, 300.0), across=across)
+    pipe = TrafficPipeline.create(30.0, 300.0)
+    if "across" in inspect.signature(Processor).parameters:
+        proc = Processor(pipe, across=across)
+    elif across:
+        raise SystemExit("this tree's Processor has no across path")
+    else:  # an older tree (PYTHONPATH): its only path is one site at a time
+        proc = Processor(pipe)
     states: dict[str, SiteState] = {}
     now = feeds.T0 + 10**6
     site_steps = 0
@@ -67,7 +76,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--frame-sites", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--paths", choices=["both", "per-site", "across"], default="both",
+                   help="one path only: to measure an older tree (PYTHONPATH) beside this one")
     a = p.parse_args()
+    paths = {"both": (False, True), "per-site": (False,), "across": (True,)}[a.paths]
     sites = feeds.site_ids("across", a.sites)
     singles = raw(list(feeds.traffic_singles(sites, a.per_site, seed=3)), "traffic.readings")
     framed = raw(list(feeds.traffic_frames(feeds.site_ids("across-f", a.frame_sites), 1,
@@ -79,16 +91,18 @@ def main() -> None:
             digest: dict[bool, bytes] = {}
             n_in = steps = 0
             for _ in range(a.repeat):
-                for across in (False, True):  # alternated: both see the same load
+                for across in paths:  # alternated: both see the same load
                     took, n_in, steps, digest[across] = run(msgs, batch, across, encode)
                     best[across] = min(best[across], took)
-            if digest[False] != digest[True]:
+            if len(set(digest.values())) != 1:
                 raise SystemExit(f"{feed}: the two paths' aggregates differ")
             name = f"{feed}_{'step_encode' if encode else 'step'}"
-            for across, label in ((False, "per_site"), (True, "across")):
+            for across in paths:
+                label = "across" if across else "per_site"
                 res[f"{name}_{label}_rps"] = round(n_in / best[across])
                 res[f"{name}_{label}_site_steps_per_s"] = round(steps / best[across])
-            res[f"{name}_ratio"] = round(best[False] / best[True], 2)
+            if len(paths) == 2:
+                res[f"{name}_ratio"] = round(best[False] / best[True], 2)
         res[f"{feed}_readings"] = n_in
         res[f"{feed}_site_steps"] = steps
     print(orjson.dumps(res).decode())
