@@ -60,7 +60,7 @@ class Pipeline(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class SiteState:
     """Everything remembered about one site, stored as one changelog record."""
 
