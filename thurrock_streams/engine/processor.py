@@ -34,7 +34,14 @@ log = logging.getLogger(__name__)
 
 
 class Pipeline(Protocol):
-    """A kind of reading: its window lengths, kept columns and aggregate kernels."""
+    """A kind of reading: its window lengths, kept columns and aggregate kernels.
+
+    Two optional methods let the processor do less per site (it looks them up with
+    ``getattr``): ``aggregates_across(sites, closed)``, the records of many sites' windows
+    (:class:`~.across.ClosedAcross`) at once, or None to be asked per site (see
+    :meth:`TrafficPipeline.aggregates_across <thurrock_streams.traffic.TrafficPipeline>`);
+    ``accept_is_noop()``, True when :meth:`on_accept` does nothing and may be skipped.
+    """
 
     kind: Kind
     config: EngineConfig
@@ -352,12 +359,12 @@ class Processor:
                 else:
                     out.counts.readings_in += 1
                     self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
-            carry = copy.deepcopy(old.carry) if old is not None and old.carry else {}
-            if not stepped_l[k]:
+            if not stepped_l[k]:  # every row replayed: no ingest, as in _site_step
                 new = SiteState() if old is None else old.copy()
                 new.applied = applied[k]
                 out.changed[site] = new
                 continue
+            carry = copy.deepcopy(old.carry) if old is not None and old.carry else {}
             if res is None:  # stepped implies fresh rows, hence a result
                 raise RuntimeError("no result for a site with fresh rows")
             j = sub_l[k]
