@@ -194,3 +194,24 @@ def test_a_state_unlike_the_batch_is_stepped_on_its_own() -> None:
     # b's [0, 60) holds its stored reading and the new one; c 2's holds one
     assert [(s, r["ts"], r["count"]) for s, r in outs[1].aggregates] == [
         ("b", 60.0, 2), ("b", 120.0, 0), ("c 2", 60.0, 1)]
+
+
+def test_dead_letters_come_in_the_per_site_order() -> None:
+    """Per site: its rejected rows, then its future readings, then its late ones (as
+    ``_ingest`` writes them), sites in name order."""
+    def msg(i: int, site: str, ts: float, speed: float = 50.0) -> RawMessage:
+        return RawMessage("traffic.readings", 0, i, None, orjson.dumps(
+            {"site_id": site, "ts": ts, "lane": 1, "speed_kph": speed}))
+
+    first = [msg(0, "d", 500.0), msg(1, "b", 500.0)]
+    feed = [msg(2, "d", 9000.0), msg(3, "d", 10.0), msg(4, "b", 9000.0), msg(5, "d", 9100.0),
+            msg(6, "d", 20.0), msg(7, "d", 30.0, speed=999.0), msg(8, "b", 15.0)]
+    outs = []
+    for across in (False, True):
+        p = Processor(pipeline("traffic"), across=across)
+        states = p.step(first, {}, NOW).changed
+        outs.append(p.step(feed, states, NOW))
+    same(*outs)
+    assert [(d["offset"], d["reason"]) for _, d in outs[1].deadletters] == [
+        (4, "future"), (8, "late"),
+        (7, "range"), (2, "future"), (5, "future"), (3, "late"), (6, "late")]
