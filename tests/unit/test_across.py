@@ -157,20 +157,27 @@ def test_sites_together_equal_sites_one_at_a_time(data: st.DataObject, kind: str
 
 @given(data=st.data())
 def test_single_readings_of_many_sites_in_time_order(data: st.DataObject) -> None:
-    """The benchmark's shape: many sites, one reading per message, mostly in time order."""
+    """The benchmark's shape: many sites, one reading per message, mostly in time order;
+    in some feeds every n-th message of a site is a heartbeat (as ``sensors-sim run``
+    sends them), so that many sites have only a heartbeat in a step."""
     n_sites = data.draw(st.integers(1, 40))
     gap = data.draw(st.sampled_from([5.0, 20.0, 61.0]))
     names = ["A13-STIFFORD-EB"] + [f"s{i:03d}" for i in range(1, n_sites)]
+    beat_every = data.draw(st.sampled_from([0, 0, 2, 3]))  # a heartbeat every n-th round
     msgs = []
     for k in range(data.draw(st.integers(1, 8))):
         for i, site in enumerate(names):
             ts = k * gap + i * 0.25 + data.draw(st.sampled_from([0.0, 0.0, -90.0]))
+            if beat_every and k % beat_every == beat_every - 1:
+                msgs.append((site, orjson.dumps({"site_id": site, "ts": max(ts, 0.0),
+                                                 "heartbeat": True})))
+                continue
             msgs.append((site, orjson.dumps({"site_id": site, "ts": max(ts, 0.0), "lane": 1,
                                              "speed_kph": 40.0 + (i + k) % 7})))
     cuts = data.draw(st.lists(st.integers(0, len(msgs)), max_size=4))
     _judge, fast = drive("traffic", msgs, [0] * len(msgs), cuts, [], [0, 2], [],
-                        rekey=False)
-    assert fast.counters.readings_in == len(msgs)
+                         rekey=False)
+    assert fast.counters.readings_in + fast.counters.heartbeats_in == len(msgs)
 
 
 def test_a_state_unlike_the_batch_is_stepped_on_its_own() -> None:

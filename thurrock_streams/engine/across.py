@@ -119,11 +119,14 @@ def _floor(t: F64, size: int) -> F64:
 
 
 def ingest_across(cfg: EngineConfig, olds: list[SiteWindows], site: I64, ts: F64,
-                  cols: dict[str, NDArray[Any]], now: float) -> IngestAcross:
+                  cols: dict[str, NDArray[Any]], now: float,
+                  beat: F64 | None = None) -> IngestAcross:
     """Apply each site's rows to its state, as ``olds[k].ingest`` would, all at once.
 
-    ``site`` gives each row's site (0..len(olds)-1), non-decreasing, every site with at
-    least one row; rows of a site are in arrival order. ``olds`` are not changed.
+    ``site`` gives each row's site (0..len(olds)-1), non-decreasing; rows of a site are in
+    arrival order. ``beat`` (-inf for none) is a heartbeat for a site *without* rows, as
+    ``olds[k].heartbeat`` applies it when it is not ``future`` (the caller's test); a site
+    with neither rows nor a beat changes nothing. ``olds`` are not changed.
     """
     k_n = len(olds)
     n = int(ts.size)
@@ -174,11 +177,22 @@ def ingest_across(cfg: EngineConfig, olds: list[SiteWindows], site: I64, ts: F64
     np.minimum.at(lo, acc_site, acc_ts)
     w1 = np.maximum(w0, hi)
     run1 = np.where(any_acc, _NEG_INF, run0)
+    if beat is None:
+        raised = np.zeros(k_n, dtype=np.bool_)
+        hb = np.full(k_n, _NEG_INF)
+    else:
+        if np.isfinite(beat[site]).any():
+            raise ValueError("a heartbeat is only taken for a site without rows")
+        raised = beat > w0  # SiteWindows.heartbeat: one at or behind W changes nothing
+        hb = np.where(raised, beat, _NEG_INF)
+        w1 = np.maximum(w1, hb)
+        run1 = np.where(raised, _NEG_INF, run1)
     ne1, se1, cu1, stop, nwin = {}, {}, {}, {}, {}
     with np.errstate(invalid="ignore"):  # inf - inf for sites without accepted rows
         for s in sizes:
             ne1[s] = np.where(any_acc, np.fmin(ne0[s], _floor(lo, s)), ne0[s])
             se1[s] = np.where(any_acc, np.maximum(se0[s], _floor(hi, s) + s), se0[s])
+            se1[s] = np.where(raised, np.maximum(se1[s], _floor(hb, s)), se1[s])
             cu1[s] = np.maximum(_floor(w1 - lat, s), cu0[s])
             stop[s] = np.minimum(cu1[s], se1[s])
             has = ~np.isnan(ne1[s]) & (ne1[s] < stop[s])
@@ -234,6 +248,7 @@ def ingest_across(cfg: EngineConfig, olds: list[SiteWindows], site: I64, ts: F64
     bounds = np.concatenate(([0], np.cumsum(np.bincount(all_site[keep], minlength=k_n))))
     b = bounds.tolist()
     w1_l, run1_l, acc_l = w1.tolist(), run1.tolist(), any_acc.tolist()
+    raised_l = raised.tolist()
     # Per window length, every site's value (Python floats: dicts are built per site).
     cu_l = [cu1[s].tolist() for s in sizes]
     ne_l = [np.where(nwin[s] > 0, stop[s], ne1[s]).tolist() for s in sizes]
@@ -258,6 +273,6 @@ def ingest_across(cfg: EngineConfig, olds: list[SiteWindows], site: I64, ts: F64
             kept_ts[a:z].copy(),
             dict(zip(names, [v[a:z].copy() for v in kept], strict=True))
             if fresh or old.buf_cols else {},
-            se[k] if fresh or old.span_end else {},
+            se[k] if fresh or old.span_end or raised_l[k] else {},
             run1_l[k]))
     return IngestAcross(future, late, n_acc, news, closed)

@@ -271,14 +271,17 @@ class Processor:
         :meth:`_site_step` one site at a time (sites in name order, those with readings
         first), with a fixed number of numpy calls for all of them.
 
-        A site with a heartbeat in the batch, or whose state :func:`.across.can_take`
-        refuses, is stepped on its own by :meth:`_site_step`, in its place.
+        Taken together: sites with readings and no heartbeat, and sites whose only event
+        is one heartbeat (for a pipeline without spans of its own); stepped on their own
+        by :meth:`_site_step`, in their place: sites with readings and heartbeats (their
+        windows close at each heartbeat: records and dead-letter details follow those
+        cuts), and any whose state :func:`.across.can_take` refuses.
         """
         cfg = self.pipeline.config
-        n_codes = len(names)
-        per_code = np.bincount(code, minlength=n_codes)
+        per_code = np.bincount(code, minlength=len(names))
         with_rows = sorted(names[c] for c in np.flatnonzero(per_code).tolist())
-        # The sites stepped together (position k, in name order) and their old states.
+        others = sorted((set(rejected_by_site) | set(beats_by_site)) - set(with_rows))
+        # The sites stepped together (position k, in output order) and their old states.
         pos: dict[str, int] = {}
         olds: list[SiteState | None] = []
         alone: set[str] = set()
@@ -290,11 +293,24 @@ class Processor:
                 continue
             pos[site] = len(olds)
             olds.append(old)
+        beat_of: dict[int, Heartbeat] = {}  # position -> the site's one heartbeat
+        if not self.pipeline.spans_of_its_own:
+            for site in others:
+                beats = beats_by_site.get(site)
+                if beats is None or len(beats) != 1:
+                    continue
+                old = states.get(site)
+                if old is None or takes(old.windows):
+                    beat_of[len(olds)] = beats[0]
+                    pos[site] = len(olds)
+                    olds.append(old)
         pos_of_code = np.array([pos.get(name, -1) for name in names], dtype=np.int64)
         row_pos = pos_of_code[code]
         # Which messages these sites have not applied yet, in arrival order per source.
         msg_pos = np.full(len(messages), -1, dtype=np.int64)
         msg_pos[batch.msg] = row_pos
+        for k, hb in beat_of.items():
+            msg_pos[hb.msg] = k
         for site, k in pos.items():
             for rej in rejected_by_site.get(site, ()):
                 msg_pos[rej.msg] = k
@@ -311,21 +327,29 @@ class Processor:
         ours = row_pos >= 0
         take = ours & fresh[batch.msg]
         out.counts.replayed_skipped += int(np.count_nonzero(ours) - np.count_nonzero(take))
-        # Every site's fresh rows at once, grouped by site (stable: arrival order kept).
+        # Every site's fresh rows at once, grouped by site (stable: arrival order kept),
+        # and the heartbeats that raise a watermark (SiteWindows.heartbeat).
         k_n = len(olds)
+        beat = np.full(k_n, -np.inf)
+        skew = now + cfg.max_clock_skew_s
+        for k, hb in beat_of.items():
+            old = olds[k]
+            if fresh[hb.msg] and not hb.ts > skew and hb.ts > (
+                    -np.inf if old is None else old.windows.watermark):
+                beat[k] = hb.ts
         n_rows = np.bincount(row_pos[take], minlength=k_n) if k_n else np.zeros(0, np.int64)
-        stepped = n_rows > 0
-        sub = np.cumsum(stepped) - 1  # position among the sites with fresh rows
+        stepped = (n_rows > 0) | (beat > -np.inf)
+        sub = np.cumsum(stepped) - 1  # position among the sites stepped
         order = np.flatnonzero(take)[np.argsort(row_pos[take], kind="stable")]
         rows = batch.take(order)
         sub_of_row = sub[row_pos[order]]
         stepped_l = stepped.tolist()
         sub_l = sub.tolist()
         res = None
-        if rows.ts.size:
+        if stepped.any():
             res = ingest_across(cfg, [SiteWindows() if (o := olds[k]) is None else o.windows
                                       for k in np.flatnonzero(stepped).tolist()],
-                                sub_of_row, rows.ts, rows.cols, now)
+                                sub_of_row, rows.ts, rows.cols, now, beat[stepped])
         bounds = np.concatenate(([0], np.cumsum(n_rows[stepped]))).tolist()
         bad: dict[int, list[int]] = {}
         recs: list[list[dict[str, Any]]] | None = None
@@ -343,12 +367,9 @@ class Processor:
                 recs = across([s for s in pos if stepped_l[pos[s]]], res.closed)
             accept_noop = getattr(self.pipeline, "accept_is_noop", lambda: False)()
             acc_l = res.accepted_per_site.tolist()
-        alone_rows = _rows_by_site(batch, code, names, alone)
-        for site in with_rows:
-            if site in alone:
-                self._site_step(site, alone_rows[site], rejected_by_site.pop(site, []),
-                                beats_by_site.pop(site, []), messages, states, now, out)
-                continue
+
+        def together(site: str) -> None:
+            """Outputs and new state of a site stepped together, in _site_step's order."""
             k = pos[site]
             old = olds[k]
             for rej in rejected_by_site.pop(site, None) or ():
@@ -359,14 +380,25 @@ class Processor:
                 else:
                     out.counts.readings_in += 1
                     self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
-            if not stepped_l[k]:  # every row replayed: no ingest, as in _site_step
+            hb = beat_of.get(k)
+            if hb is not None:
+                beats_by_site.pop(site, None)
+                if not fresh[hb.msg]:
+                    out.counts.replayed_skipped += 1
+                elif hb.ts > skew:
+                    self._dead_beat(out, messages[hb.msg], "future",
+                                    _time_detail("future", hb.ts, SiteWindows(), now))
+                else:
+                    out.counts.heartbeats_in += 1
+                    out.counts.heartbeats += 1
+            if not stepped_l[k]:  # nothing to ingest (all replayed, or a no-op beat)
                 new = SiteState() if old is None else old.copy()
                 new.applied = applied[k]
                 out.changed[site] = new
-                continue
+                return
+            if res is None:  # stepped implies a result
+                raise RuntimeError("no result for a site stepped together")
             carry = copy.deepcopy(old.carry) if old is not None and old.carry else {}
-            if res is None:  # stepped implies fresh rows, hence a result
-                raise RuntimeError("no result for a site with fresh rows")
             j = sub_l[k]
             windows = res.windows[j]
             a, z = bounds[j], bounds[j + 1]
@@ -383,6 +415,8 @@ class Processor:
                 ok = ~(res.future[a:z] | res.late[a:z])
                 self.pipeline.on_accept(carry, rows.ts[a:z][ok],
                                         {name: v[a:z][ok] for name, v in rows.cols.items()})
+            if hb is not None:  # stepped: it raised the watermark
+                self.pipeline.on_heartbeat(carry, hb.ts)
             new = SiteState(windows, applied[k], carry)
             if recs is not None:
                 if recs[j]:
@@ -393,10 +427,21 @@ class Processor:
                     for rec in self.pipeline.aggregates(site, closed, new.carry):
                         out.aggregates.append((site, rec))
             out.changed[site] = new
+
+        alone_rows = _rows_by_site(batch, code, names, alone)
+        for site in with_rows:
+            if site in alone:
+                self._site_step(site, alone_rows[site], rejected_by_site.pop(site, []),
+                                beats_by_site.pop(site, []), messages, states, now, out)
+            else:
+                together(site)
         no_rows = batch.take(np.zeros(0, dtype=np.int64))
-        for site in sorted(set(rejected_by_site) | set(beats_by_site)):
-            self._site_step(site, no_rows, rejected_by_site.get(site, []),
-                            beats_by_site.get(site, []), messages, states, now, out)
+        for site in others:
+            if site in pos:
+                together(site)
+            else:
+                self._site_step(site, no_rows, rejected_by_site.get(site, []),
+                                beats_by_site.get(site, []), messages, states, now, out)
 
     def step_isolating(self, messages: list[RawMessage], states: Mapping[str, SiteState],
                        now: float) -> StepOutput:
