@@ -11,8 +11,9 @@ machine load, and prints one JSON object: for each feed and path the best of
 
 as readings/s and site-steps/s (a site-step: one site touched by one step), and the
 ratio of the two paths. Feeds: ``singles`` (``--sites`` sites × ``--per-site`` single
-readings, one reading per message, ``--batch`` messages per step) and ``framed``
-(``--frame-sites`` sites × one frame of 1,000 readings, 100 frames per step).
+readings, one reading per message, ``--batch`` messages per step), ``framed``
+(``--frame-sites`` sites × one frame of 1,000 readings, 100 frames per step) and, with
+``--beat-every N``, ``singles_beats`` (the singles with every N-th round heartbeats).
 
 Run: ``.venv/bin/python bench/across.py`` (about a minute on the 2-core box). An older
 tree's per-site path, beside this one: ``PYTHONPATH=../main .venv/bin/python
@@ -69,6 +70,19 @@ def run(msgs: list[RawMessage], batch: int, across: bool, encode: bool) -> tuple
     return took, proc.counters.readings_in, site_steps, orjson.dumps(outs)
 
 
+def beats(singles: list[RawMessage], n_sites: int, every: int) -> list[RawMessage]:
+    """``singles`` (rounds of one reading per site) with every ``every``-th round's
+    readings replaced by heartbeats at the same time."""
+    out = []
+    for i, m in enumerate(singles):
+        if (i // n_sites) % every == every - 1:
+            r = orjson.loads(m.value or b"{}")
+            m = RawMessage(m.topic, m.partition, m.offset, m.key, orjson.dumps(
+                {"site_id": r["site_id"], "ts": r["ts"], "heartbeat": True}))
+        out.append(m)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--sites", type=int, default=10_000)
@@ -76,6 +90,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=10_000)
     p.add_argument("--frame-sites", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--beat-every", type=int, default=0,
+                   help="also a feed of single readings where every N-th message of a site "
+                        "is a heartbeat instead (as sensors-sim run sends them)")
     p.add_argument("--paths", choices=["both", "per-site", "across"], default="both",
                    help="one path only: to measure an older tree (PYTHONPATH) beside this one")
     a = p.parse_args()
@@ -85,7 +102,10 @@ def main() -> None:
     framed = raw(list(feeds.traffic_frames(feeds.site_ids("across-f", a.frame_sites), 1,
                                            1000, seed=2)), "traffic.readings")
     res: dict[str, Any] = {}
-    for feed, msgs, batch in (("singles", singles, a.batch), ("framed", framed, 100)):
+    todo = [("singles", singles, a.batch), ("framed", framed, 100)]
+    if a.beat_every:
+        todo.append(("singles_beats", beats(singles, a.sites, a.beat_every), a.batch))
+    for feed, msgs, batch in todo:
         for encode in (False, True):
             best = {False: float("inf"), True: float("inf")}
             digest: dict[bool, bytes] = {}

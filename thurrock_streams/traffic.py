@@ -13,7 +13,7 @@ from .engine.windows import Closed, EngineConfig
 from .kernels.traffic import traffic_windows
 from .qc import window_runs
 from .readings import Kind
-from .registry import Registry, load_registry
+from .registry import DEFAULT_FREE_FLOW_KPH, Registry, load_registry
 
 __all__ = ["TRAFFIC_FIELDS", "WINDOW_TAGS", "TrafficPipeline"]
 
@@ -100,8 +100,10 @@ class TrafficPipeline:
                 TrafficPipeline.aggregates:
             return None
         out: list[list[dict[str, Any]]] = [[] for _ in sites]
-        speed_of = self.registry.free_flow_kph
-        free_flow = np.array([speed_of(s) for s in sites], dtype=np.float64)
+        # Registry.free_flow_kph of every site, with one dict lookup each
+        known = {sid: t.free_flow_kph for sid, t in self.registry.traffic.items()}
+        free_flow = np.array([known.get(s, DEFAULT_FREE_FLOW_KPH) for s in sites],
+                             dtype=np.float64)
         for c in closed:
             if not c.starts.size:
                 continue
