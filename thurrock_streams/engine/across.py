@@ -15,7 +15,9 @@ How the per-site rules become array operations (rows grouped by site, arrival or
   reductions (``np.maximum.at`` and ``np.minimum.at``) over those arrays;
 - the old buffers of all sites and the new accepted rows are concatenated and put in
   site order (old rows first, as ``np.concatenate`` per site would); the windows to hand
-  out and the rows inside them are masks over that one array.
+  out and the rows inside them are masks over that one array;
+- a site whose only event is a heartbeat raises its watermark and span as
+  :meth:`SiteWindows.heartbeat` does, and its windows close in the same pass.
 
 Sites this cannot take exactly as :meth:`SiteWindows.ingest` would (buffer columns or
 dtypes unlike the batch's, edges in an unusual order) are refused by :func:`can_take`;
