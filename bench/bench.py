@@ -411,27 +411,37 @@ def run_baseline(cfg: StackConfig, feed: Feed, prefix: str, timeout_s: float) ->
     return res
 
 
-def run_ceiling(cfg: StackConfig, feed: Feed, prefix: str, timeout_s: float) -> Result:
-    """The bare aiokafka consumer (``bench/ceiling.py``) on the feed's topic."""
+def run_ceiling(cfg: StackConfig, feed: Feed, prefix: str, timeout_s: float,
+                repeat: int = 1) -> Result:
+    """The bare aiokafka consumer (``bench/ceiling.py``) on the feed's topic: the fastest
+    of ``repeat`` runs, each a fresh process reading the whole topic from the start."""
     res = Result(f"ceiling: {feed.name.split(' (')[0]}", readings=feed.readings)
     argv = [PY, str(BENCH / "ceiling.py"), "--bootstrap", cfg.bootstrap,
             "--topic", f"{prefix}{feed.topic_suffix}", "--partitions", str(PARTITIONS),
             "--messages", str(feed.messages), "--timeout", str(timeout_s)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 60,
-                          check=False)
-    try:
-        r = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError):
-        raise RuntimeError(f"ceiling failed:\n{done.stderr[-3000:]}") from None
-    res.complete = bool(r["complete"])
+    best: dict[str, Any] | None = None
+    for _ in range(repeat):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 60,
+                              check=False)
+        try:
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise RuntimeError(f"ceiling failed:\n{done.stderr[-3000:]}") from None
+        if not r["complete"]:
+            best = r
+            break
+        if best is None or r["seconds"] < best["seconds"]:
+            best = r
+    assert best is not None
+    res.complete = bool(best["complete"])
     if not res.complete:
-        res.note = f"timed out: {r['messages']:,}/{feed.messages:,} messages"
-    res.seconds = max(float(r["seconds"]), 1e-9)
-    res.readings = feed.readings * r["messages"] // max(feed.messages, 1)
+        res.note = f"timed out: {best['messages']:,}/{feed.messages:,} messages "
+    res.seconds = max(float(best["seconds"]), 1e-9)
+    res.readings = feed.readings * best["messages"] // max(feed.messages, 1)
     res.rps = res.readings / res.seconds
-    res.cpu_s = float(r["cpu_s"])
-    res.rss_mb = float(r["rss_mb"])
-    res.note += "getmany + orjson.loads only"
+    res.cpu_s = float(best["cpu_s"])
+    res.rss_mb = float(best["rss_mb"])
+    res.note += "getmany + orjson.loads only" + (f", best of {repeat}" if repeat > 1 else "")
     return res
 
 
@@ -695,7 +705,7 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
     for i, feed in enumerate(runs):
         # the ceiling first, on the same topic (a consumer of its own: no group, no commit)
         ceiling_jobs[feed.name] = pool.submit(run_ceiling, cfg, feed, prefixes[feed.name],
-                                              args.timeout)
+                                              args.timeout, 1 if args.smoke else 3)
         if not args.smoke:
             log(f"ceiling: bare aiokafka consumer on {feed.name}, {feed.messages:,} messages")
             ceiling_jobs[feed.name].result()
