@@ -16,8 +16,8 @@ unit:  ## Unit tests and the packages' doctests (no servers)
 integration:  ## Integration tests only (starts the stack on test ports)
 	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider tests/integration
 
-quiet-road:  ## The 17-minute night-road test in wall-clock time (marked slow; not in make test)
-	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider -m slow tests/integration/test_quiet_roads.py
+quiet-road:  ## The 20-minute night-road test in wall-clock time (marked slow; not in make test)
+	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider -rP -m slow tests/integration/test_quiet_roads.py
 
 soak:  ## 20 kill -9/restart cycles of one of two workers during a backlog (THURROCK_SOAK_CYCLES; marked slow; not in make test)
 	@scripts/bootstrap && .venv/bin/pytest -p no:cacheprovider -m slow tests/integration/test_soak.py

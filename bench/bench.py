@@ -10,11 +10,15 @@ Run through ``bench/run``. In one run it:
    readings, air frames, single air samples; 10,000 traffic sites by default);
 4. runs the baseline, a plain Faust per-event agent counting readings, on the single
    traffic readings;
-5. runs one ``thurrock-streams worker`` process per feed, on topics filled beforehand,
-   and takes from its ``/counters`` page the time from the first reading consumed to
-   the last aggregate written to the store, the window close → store latency (p50/p99),
-   and from ``/proc`` its peak RSS and CPU time;
-6. prints a table and, last, the ``BENCH`` line.
+5. per feed, first the ceiling (``bench/ceiling.py``: a bare aiokafka consumer, ``getmany``
+   and ``orjson.loads`` per message, nothing else), then one ``thurrock-streams worker``
+   process on the same topic, filled beforehand; from the worker's ``/counters`` page the
+   time from the first reading consumed to the last aggregate written to the store, the
+   window close → store latency (p50/p99), and from ``/proc`` its peak RSS and CPU time;
+6. after the single traffic readings, reads that worker's table changelogs back from the
+   broker: changelog bytes per accepted reading;
+7. runs a worker at a paced load for the close → store latency;
+8. prints a table, the issue #14 targets and, last, the ``BENCH`` line.
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ ROOT = BENCH.parent
 OUT = BENCH / "out"
 PY = sys.executable
 PARTITIONS = 4
-TARGETS = {"framed_rps": 1_000_000, "single_rps": 50_000, "p99_ms": 1000, "rss_mb": 300}
+#: Issue #14, "Targets": per worker process, on this machine.
+TARGETS = {"framed_rps": 1_000_000, "single_rps": 50_000, "p99_ms": 250, "rss_mb": 300,
+           "changelog_vs_reading": 2.0}
 
 
 def log(msg: str) -> None:
@@ -171,6 +177,12 @@ class Feed:
     msgs: list[feeds.Msg]
     readings: int
     windows: int | None = None  # traffic: aggregates the sink must write
+    messages: int = 0           # Kafka messages (set from msgs)
+    value_bytes: int = 0        # bytes of all message values (set from msgs)
+
+    def __post_init__(self) -> None:
+        self.messages = len(self.msgs)
+        self.value_bytes = sum(len(v) for _, v in self.msgs)
 
 
 @dataclass
@@ -186,6 +198,7 @@ class Result:
     cpu_s: float = float("nan")
     complete: bool = True
     note: str = ""
+    ceiling_rps: float | None = None  # the ceiling on the same feed (framed rows, single rows)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -398,6 +411,118 @@ def run_baseline(cfg: StackConfig, feed: Feed, prefix: str, timeout_s: float) ->
     return res
 
 
+def run_ceiling(cfg: StackConfig, feed: Feed, prefix: str, timeout_s: float,
+                repeat: int = 1) -> Result:
+    """The bare aiokafka consumer (``bench/ceiling.py``) on the feed's topic: the fastest
+    of ``repeat`` runs, each a fresh process reading the whole topic from the start."""
+    res = Result(f"ceiling: {feed.name.split(' (')[0]}", readings=feed.readings)
+    argv = [PY, str(BENCH / "ceiling.py"), "--bootstrap", cfg.bootstrap,
+            "--topic", f"{prefix}{feed.topic_suffix}", "--partitions", str(PARTITIONS),
+            "--messages", str(feed.messages), "--timeout", str(timeout_s)]
+    best: dict[str, Any] | None = None
+    for _ in range(repeat):
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s + 60,
+                              check=False)
+        try:
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise RuntimeError(f"ceiling failed:\n{done.stderr[-3000:]}") from None
+        if not r["complete"]:
+            best = r
+            break
+        if best is None or r["seconds"] < best["seconds"]:
+            best = r
+    assert best is not None
+    res.complete = bool(best["complete"])
+    if not res.complete:
+        res.note = f"timed out: {best['messages']:,}/{feed.messages:,} messages "
+    res.seconds = max(float(best["seconds"]), 1e-9)
+    res.readings = feed.readings * best["messages"] // max(feed.messages, 1)
+    res.rps = res.readings / res.seconds
+    res.cpu_s = float(best["cpu_s"])
+    res.rss_mb = float(best["rss_mb"])
+    res.note += "getmany + orjson.loads only" + (f", best of {repeat}" if repeat > 1 else "")
+    return res
+
+
+@dataclass
+class Changelogs:
+    """What a worker's table changelogs hold, read back from the broker after its run."""
+
+    topics: dict[str, dict[str, int]]  # topic -> records, bytes, offset span
+    sites_bytes: int = 0   # the readings pipelines' site tables (traffic-sites, air-sites)
+    all_bytes: int = 0     # every table changelog of the worker (alert-sites too)
+    compacted: bool = False  # fewer records than offsets: the bytes are a lower bound
+
+
+async def _read_topic(bootstrap: str, topic: str, quiet_s: float) -> dict[str, int]:
+    """Records, payload bytes (key + value + headers) and offset span of ``topic``, every
+    partition from the start. The end is not taken from ListOffsets alone (Tansu's can be
+    below the last record: docs/architecture.md): reading stops once every partition got
+    there and then nothing came for ``quiet_s``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                         enable_auto_commit=False, auto_offset_reset="earliest",
+                         max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20)
+    await c.start()
+    out = {"records": 0, "bytes": 0, "offsets": 0}
+    try:
+        parts = c.partitions_for_topic(topic) or set(range(PARTITIONS))
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        starts = await c.beginning_offsets(tps)
+        ends = await c.end_offsets(tps)
+        lo: dict[Any, int] = {}
+        hi: dict[Any, int] = {}
+        quiet_since = time.monotonic()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            batches = await c.getmany(timeout_ms=int(quiet_s * 500))
+            for tp, recs in batches.items():
+                for r in recs:
+                    out["records"] += 1
+                    out["bytes"] += (len(r.key or b"") + len(r.value or b"")
+                                     + sum(len(k) + len(v or b"") for k, v in r.headers))
+                lo.setdefault(tp, recs[0].offset)
+                hi[tp] = recs[-1].offset
+            now = time.monotonic()
+            if batches:
+                quiet_since = now
+            reached = all(hi.get(tp, starts[tp] - 1) + 1 >= ends[tp] for tp in tps)
+            if reached and now - quiet_since >= quiet_s:
+                break
+        out["offsets"] = sum(hi[tp] - lo[tp] + 1 for tp in hi)
+    finally:
+        await c.stop()
+    return out
+
+
+def read_changelogs(bootstrap: str, prefix: str, quiet_s: float = 0.5) -> Changelogs:
+    """The table changelogs of the worker that ran with ``TOPIC_PREFIX=prefix``."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        names = sorted(t for t in admin.list_topics()
+                       if t.startswith(prefix) and t.endswith("-changelog"))
+    finally:
+        admin.close()
+
+    async def read_all() -> dict[str, dict[str, int]]:
+        return {t: await _read_topic(bootstrap, t, quiet_s) for t in names}
+
+    topics = asyncio.run(read_all())
+    cl = Changelogs(topics)
+    for t, v in topics.items():
+        cl.all_bytes += v["bytes"]
+        if t.endswith(("-traffic-sites-changelog", "-air-sites-changelog")):
+            cl.sites_bytes += v["bytes"]
+        cl.compacted |= v["records"] < v["offsets"]
+    return cl
+
+
 def run_inproc(args: argparse.Namespace, pythonpath: str | None) -> dict[str, Any]:
     argv = [PY, str(BENCH / "inproc.py"), "--sites", str(min(args.sites, 1000)),
             "--frames", str(args.inproc_frames), "--singles", str(args.inproc_singles),
@@ -437,15 +562,35 @@ def fmt(v: float | None, digits: int = 0) -> str:
 
 def table(results: list[Result], baseline: float) -> str:
     head = (f"{'run':34} {'readings':>11} {'seconds':>8} {'readings/s':>11} {'x base':>7} "
-            f"{'aggs':>7} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} {'CPU us/rd':>9}  note")
+            f"{'x ceil':>7} {'aggs':>7} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} "
+            f"{'CPU us/rd':>9}  note")
     lines = [head, "-" * len(head)]
     for r in results:
         per = 1e6 * r.cpu_s / r.readings if r.readings and r.cpu_s == r.cpu_s else None
         lines.append(
             f"{r.name:34} {r.readings:>11,} {fmt(r.seconds, 2):>8} {fmt(r.rps):>11} "
-            f"{fmt(r.rps / baseline if baseline else None, 1):>7} {r.aggregates:>7,} "
-            f"{fmt(r.p50_ms):>7} {fmt(r.p99_ms):>7} {fmt(r.rss_mb):>7} {fmt(per, 2):>9}  "
-            f"{'' if r.complete else 'INCOMPLETE '}{r.note.strip()}")
+            f"{fmt(r.rps / baseline if baseline else None, 1):>7} "
+            f"{fmt(r.rps / r.ceiling_rps if r.ceiling_rps else None, 3):>7} "
+            f"{r.aggregates:>7,} {fmt(r.p50_ms):>7} {fmt(r.p99_ms):>7} {fmt(r.rss_mb):>7} "
+            f"{fmt(per, 2):>9}  {'' if r.complete else 'INCOMPLETE '}{r.note.strip()}")
+    return "\n".join(lines)
+
+
+def ratio(a: float | None, b: float | None) -> float:
+    """a / b, nan when either is missing or b is 0."""
+    if a is None or b is None or a != a or b != b or b == 0:
+        return float("nan")
+    return a / b
+
+
+def targets_table(rows: list[tuple[str, float, str, bool, str]]) -> str:
+    """The issue #14 "Targets" rows: figure, measured, target, met, ratios."""
+    head = f"{'issue #14 target':52} {'measured':>12} {'target':>14}  {'verdict':7}  ratios"
+    lines = [head, "-" * len(head)]
+    for name, value, target, ok, extra in rows:
+        verdict = "met" if ok else "MISSED"
+        lines.append(f"{name:52} {fmt(value, 1 if abs(value) < 100 else 0):>12} "
+                     f"{target:>14}  {verdict:7}  {extra}")
     return "\n".join(lines)
 
 
@@ -547,30 +692,55 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
     publish(cfg.bootstrap, f"{base_prefix}traffic.readings", base_feed.msgs)
 
     log(f"baseline: plain Faust per-event agent on {base_feed.readings:,} single readings")
-    # --smoke only checks that everything works: the baseline runs beside the workers.
+    # --smoke only checks that everything works: the baseline, the ceilings and the reading
+    # of the changelogs run beside the workers.
     pool = ThreadPoolExecutor(1)
     base_job = pool.submit(run_baseline, cfg, base_feed, base_prefix, args.timeout)
     if not args.smoke:
         base_job.result()
     results: list[Result] = []
-    for feed in runs:
+    ceilings: dict[str, Result] = {}
+    ceiling_jobs = {}
+    changelog_job = None
+    for i, feed in enumerate(runs):
+        # the ceiling first, on the same topic (a consumer of its own: no group, no commit)
+        ceiling_jobs[feed.name] = pool.submit(run_ceiling, cfg, feed, prefixes[feed.name],
+                                              args.timeout, 1 if args.smoke else 3)
+        if not args.smoke:
+            log(f"ceiling: bare aiokafka consumer on {feed.name}, {feed.messages:,} messages")
+            ceiling_jobs[feed.name].result()
         log(f"worker: {feed.name}, {feed.readings:,} readings"
             + (f", {feed.windows:,} aggregates expected" if feed.windows is not None else ""))
         results.append(run_worker(cfg, feed, prefixes[feed.name], args.timeout, args.profile,
                                   1.0 if args.smoke else 2.0))
         feed.msgs = []
+        if i == 1:  # the single traffic readings: their worker's changelogs, from the broker
+            log("reading the single-readings worker's table changelogs back from the broker")
+            changelog_job = pool.submit(read_changelogs, cfg.bootstrap, prefixes[feed.name])
+            if not args.smoke:
+                changelog_job.result()
 
     log(f"worker: close -> store latency at a paced load ({args.latency_sites} sites)")
     lat = run_latency(cfg, f"{prefix}lat-", args.latency_sites, args.latency_ticks, 0.5,
                       1.5 if args.smoke else 3.0)
-    results.append(lat)
     base = base_job.result()
+    for feed, res in zip(runs, results, strict=True):
+        ceilings[feed.name] = ceiling_jobs[feed.name].result()
+        res.ceiling_rps = ceilings[feed.name].rps
+    assert changelog_job is not None
+    changelogs = changelog_job.result()
     pool.shutdown()
-    results.insert(0, base)
+    framed_r, single_r = results[0], results[1]
+    ceil_framed, ceil_single = ceilings[runs[0].name], ceilings[runs[1].name]
+    base.ceiling_rps = ceil_single.rps  # the baseline consumes the single traffic readings
+    rows: list[Result] = [base]
+    for feed, res in zip(runs, results, strict=True):
+        rows += [ceilings[feed.name], res]
+    rows.append(lat)
 
     b = base.rps if base.complete else float("nan")
     print()
-    print(table(results, b))
+    print(table(rows, b))
     print()
     print("in-process, no broker (readings/s):" + (" now vs --before" if before else ""))
     for k, v in inproc.items():
@@ -580,26 +750,73 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
                 extra = f"   before {before[k]:>12,.0f}   x{v / before[k]:.2f}"
             print(f"  {k:26} {v:>12,.0f}{extra}")
     print(f"  aggregates per 1,000 readings: {inproc['aggregates_per_1k_readings']}")
-    print(f"total bench time {time.monotonic() - t_start:.0f} s")
-    framed_r, single_r = results[1], results[2]
+
     p99 = lat.p99_ms if lat.p99_ms is not None else float("nan")
-    rss = max(r.rss_mb for r in results[1:])
-    report = {"results": [r.__dict__ for r in results], "inproc": inproc, "before": before,
+    workers = [*results, lat]
+    rss = max(r.rss_mb for r in workers)
+    single_feed = runs[1]
+    accepted = int(single_r.extra.get("counters", {}).get("accepted", 0))
+    reading_bytes = single_feed.value_bytes / max(single_feed.messages, 1)
+    cl_per = ratio(changelogs.sites_bytes, accepted)
+    cl_all_per = ratio(changelogs.all_bytes, accepted)
+    cl_vs = ratio(cl_per, reading_bytes)
+    print()
+    print(f"changelogs of the single-readings worker ({accepted:,} readings accepted, "
+          f"{reading_bytes:.0f} bytes per reading's message value):")
+    for t, v in changelogs.topics.items():
+        print(f"  {t.removeprefix(prefixes[single_feed.name]):40} {v['records']:>9,} records "
+              f"{v['bytes']:>13,} bytes {ratio(v['bytes'], accepted):>9,.1f} bytes/reading")
+    if changelogs.compacted:
+        print("  (the broker compacted some records away: the bytes are a lower bound)")
+    print()
+    single_label = (f"single readings ({args.sites:,} sites x {args.singles_per_site}), "
+                    "readings/s")
+    print(targets_table([
+        ("traffic frames, readings/s per worker", framed_r.rps,
+         f">= {TARGETS['framed_rps']:,}", framed_r.rps >= TARGETS["framed_rps"],
+         f"x{ratio(framed_r.rps, b):.2f} base, x{ratio(framed_r.rps, ceil_framed.rps):.3f} "
+         f"ceiling ({fmt(ceil_framed.rps)}/s)"),
+        (single_label, single_r.rps, f">= {TARGETS['single_rps']:,}",
+         single_r.rps >= TARGETS["single_rps"],
+         f"x{ratio(single_r.rps, b):.2f} base, x{ratio(single_r.rps, ceil_single.rps):.3f} "
+         f"ceiling ({fmt(ceil_single.rps)}/s)"),
+        ("p99 close -> store at paced load, ms", p99, f"<= {TARGETS['p99_ms']}",
+         p99 <= TARGETS["p99_ms"], f"p50 {fmt(lat.p50_ms)} ms, {lat.name.split(':')[0]}"),
+        (f"peak RSS, {args.sites:,} sites (single readings), MB", single_r.rss_mb,
+         f"<= {TARGETS['rss_mb']}", single_r.rss_mb <= TARGETS["rss_mb"],
+         f"largest of all worker runs {fmt(rss)} MB"),
+        ("changelog bytes per accepted single reading", cl_per,
+         f"<= {TARGETS['changelog_vs_reading']:g}x {reading_bytes:.0f}",
+         cl_vs <= TARGETS["changelog_vs_reading"],
+         f"x{cl_vs:.2f} the reading's bytes; all changelogs {cl_all_per:,.0f} bytes/reading"),
+    ]))
+    print(f"total bench time {time.monotonic() - t_start:.0f} s")
+    report = {"results": [r.__dict__ for r in rows], "inproc": inproc, "before": before,
+              "changelogs": changelogs.__dict__, "accepted_single": accepted,
+              "single_reading_bytes": reading_bytes,
               "args": {k: v for k, v in vars(args).items()}}
     (OUT / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
         json.dumps(report, indent=1, default=str))
     met = []
     for ok, text in ((framed_r.rps >= TARGETS["framed_rps"], "framed>=1M/s"),
                      (single_r.rps >= TARGETS["single_rps"], "single>=50k/s"),
-                     (p99 <= TARGETS["p99_ms"], "p99<=1000ms"),
-                     (rss <= TARGETS["rss_mb"], "rss<=300MB")):
+                     (p99 <= TARGETS["p99_ms"], f"p99<={TARGETS['p99_ms']}ms"),
+                     (single_r.rss_mb <= TARGETS["rss_mb"], "rss<=300MB"),
+                     (cl_vs <= TARGETS["changelog_vs_reading"], "changelog<=2x")):
         met.append(f"{text}:{'met' if ok else 'MISSED'}")
     print("targets: " + " ".join(met))
     print(f"BENCH framed_rps={framed_r.rps:.0f} single_rps={single_r.rps:.0f} "
           f"baseline_rps={b:.0f} framed_ratio={framed_r.rps / b:.2f} "
           f"single_ratio={single_r.rps / b:.2f} p99_close_to_store_ms={p99:.0f} "
-          f"rss_mb={rss:.0f}")
-    complete = all(r.complete for r in results)
+          f"rss_mb={rss:.0f} ceiling_framed_rps={ceil_framed.rps:.0f} "
+          f"ceiling_single_rps={ceil_single.rps:.0f} "
+          f"framed_vs_ceiling={ratio(framed_r.rps, ceil_framed.rps):.4f} "
+          f"single_vs_ceiling={ratio(single_r.rps, ceil_single.rps):.4f} "
+          f"baseline_vs_ceiling={ratio(b, ceil_single.rps):.4f} "
+          f"rss_single_mb={single_r.rss_mb:.0f} "
+          f"changelog_bytes_per_single={cl_per:.0f} single_reading_bytes={reading_bytes:.0f} "
+          f"changelog_vs_reading={cl_vs:.2f}")
+    complete = all(r.complete for r in rows)
     return 0 if complete else 1
 
 

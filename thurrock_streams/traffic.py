@@ -8,11 +8,12 @@ from typing import Any, ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from .engine.across import ClosedAcross
 from .engine.windows import Closed, EngineConfig
 from .kernels.traffic import traffic_windows
 from .qc import window_runs
 from .readings import Kind
-from .registry import Registry, load_registry
+from .registry import DEFAULT_FREE_FLOW_KPH, Registry, load_registry
 
 __all__ = ["TRAFFIC_FIELDS", "WINDOW_TAGS", "TrafficPipeline"]
 
@@ -50,6 +51,11 @@ class TrafficPipeline:
                   cols: dict[str, NDArray[Any]]) -> None:
         """Traffic keeps no state beyond the windows and the flat-line runs."""
 
+    def accept_is_noop(self) -> bool:
+        """True unless a subclass watches accepted readings (the processor may then skip
+        :meth:`on_accept`)."""
+        return type(self).on_accept is TrafficPipeline.on_accept
+
     #: See :class:`~thurrock_streams.engine.processor.Pipeline`.
     spans_of_its_own: ClassVar[bool] = False
 
@@ -80,6 +86,41 @@ class TrafficPipeline:
                     rec["qc"] = {"stuck": {f: int(r[i]) for f, r in runs.items()
                                            if r[i] >= self.stuck_samples}}
                 out.append(rec)
+        return out
+
+    def aggregates_across(self, sites: list[str],
+                          closed: list[ClosedAcross]) -> list[list[dict[str, Any]]] | None:
+        """:meth:`aggregates` of many sites' windows with one kernel call per window length:
+        the records of site ``k`` (``sites[k]``), in the same order and bit for bit.
+
+        None when that cannot be so: with the flat-line check (its runs live in each
+        site's carry) or a subclass that makes its own records.
+        """
+        if self.stuck_samples is not None or type(self).aggregates is not \
+                TrafficPipeline.aggregates:
+            return None
+        out: list[list[dict[str, Any]]] = [[] for _ in sites]
+        # Registry.free_flow_kph of every site, with one dict lookup each
+        known = {sid: t.free_flow_kph for sid, t in self.registry.traffic.items()}
+        free_flow = np.array([known.get(s, DEFAULT_FREE_FLOW_KPH) for s in sites],
+                             dtype=np.float64)
+        for c in closed:
+            if not c.starts.size:
+                continue
+            m = traffic_windows(c.win, c.cols["speed_kph"], c.cols["class"], c.starts.size,
+                                c.size, free_flow[c.site])
+            columns = [(name, getattr(m, name).tolist()) for name in TRAFFIC_FIELDS]
+            tag = WINDOW_TAGS[c.size]
+            for i, (k, start, end, count) in enumerate(zip(
+                    c.site.tolist(), c.starts.tolist(), (c.starts + c.size).tolist(),
+                    m.count.tolist(), strict=True)):
+                rec: dict[str, Any] = {"site_id": sites[k], "window": tag, "start": start,
+                                       "ts": end, "count": count}
+                for name, values in columns:
+                    v = values[i]
+                    if v == v:  # NaN: undefined for this window, so absent
+                        rec[name] = v
+                out[k].append(rec)
         return out
 
     def _runs(self, c: Closed, carry: dict[str, Any]) -> dict[str, NDArray[np.int64]]:

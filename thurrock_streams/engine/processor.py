@@ -24,7 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..readings import Batch, Heartbeat, Kind, RawMessage, Rejected, decode_batch
-from .codec import decode_state, encode_state
+from .across import can_take, ingest_across
+from .codec import StateWriter, decode_state
 from .windows import Closed, EngineConfig, SiteWindows
 
 __all__ = ["Counters", "Pipeline", "Processor", "SiteState", "StepOutput"]
@@ -33,7 +34,14 @@ log = logging.getLogger(__name__)
 
 
 class Pipeline(Protocol):
-    """A kind of reading: its window lengths, kept columns and aggregate kernels."""
+    """A kind of reading: its window lengths, kept columns and aggregate kernels.
+
+    Two optional methods let the processor do less per site (it looks them up with
+    ``getattr``): ``aggregates_across(sites, closed)``, the records of many sites' windows
+    (:class:`~.across.ClosedAcross`) at once, or None to be asked per site (see
+    :meth:`TrafficPipeline.aggregates_across <thurrock_streams.traffic.TrafficPipeline>`);
+    ``accept_is_noop()``, True when :meth:`on_accept` does nothing and may be skipped.
+    """
 
     kind: Kind
     config: EngineConfig
@@ -59,7 +67,7 @@ class Pipeline(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class SiteState:
     """Everything remembered about one site, stored as one changelog record."""
 
@@ -73,9 +81,30 @@ class SiteState:
                          copy.deepcopy(self.carry) if self.carry else {})
 
     def encode(self) -> bytes:
-        """Serialise for the changelog (see :mod:`.codec`)."""
-        return encode_state({"w": self.windows.to_state(), "applied": self.applied,
-                             "carry": self.carry})
+        """Serialise for the changelog (see :mod:`.codec`).
+
+        The bytes of ``encode_state({"w": windows.to_state(), "applied": ...,
+        "carry": ...})``, built without walking that dict (a step encodes every state it
+        changed).
+        """
+        wr = StateWriter()
+        w = self.windows
+        num = wr.number
+        buf_ts = wr.array(w.buf_ts) if type(w.buf_ts) is np.ndarray else wr.value(w.buf_ts)
+        return wr.finish({
+            "w": {
+                "watermark": num(w.watermark),
+                "closed_until": {str(k): num(v) for k, v in w.closed_until.items()},
+                "next_emit": {str(k): num(v) for k, v in w.next_emit.items()},
+                "buf_ts": buf_ts,
+                "buf_cols": {str(k): wr.array(v) if type(v) is np.ndarray else wr.value(v)
+                             for k, v in w.buf_cols.items()},
+                "span_end": {str(k): num(v) for k, v in w.span_end.items()},
+                "run_to": num(w.run_to),
+            },
+            "applied": wr.value(self.applied),
+            "carry": wr.value(self.carry) if self.carry else {},
+        })
 
     @classmethod
     def decode(cls, data: bytes) -> SiteState:
@@ -184,10 +213,13 @@ class Processor:
     """Runs steps of one pipeline over the sites of the partitions this worker owns."""
 
     def __init__(self, pipeline: Pipeline, partition_of: Callable[[str], int] | None = None,
-                 counters: Counters | None = None) -> None:
+                 counters: Counters | None = None, across: bool = True) -> None:
         self.pipeline = pipeline
         self.partition_of = partition_of
         self.counters = counters if counters is not None else Counters()
+        self.across = across
+        """True: step the sites of a batch together (:mod:`.across`); False: one site
+        at a time, as before (the judge the property tests compare against)."""
 
     def step(self, messages: list[RawMessage], states: Mapping[str, SiteState],
              now: float) -> StepOutput:
@@ -216,6 +248,11 @@ class Processor:
         row_code = msg_code[batch.msg]
         keep = row_code >= 0
         batch = batch.take(keep)
+        if self.across:
+            self._step_across(batch, row_code[keep], list(code_of), rejected_by_site,
+                              beats_by_site, messages, states, now, out)
+            self.counters.add(out.counts)
+            return out
         no_rows = batch.take(np.zeros(0, dtype=np.int64))
         for site, rows in _by_site(batch, row_code[keep], list(code_of)):
             self._site_step(site, rows, rejected_by_site.pop(site, []),
@@ -225,6 +262,186 @@ class Processor:
                             beats_by_site.get(site, []), messages, states, now, out)
         self.counters.add(out.counts)
         return out
+
+    def _step_across(self, batch: Batch, code: NDArray[np.int64], names: list[str],
+                     rejected_by_site: dict[str, list[Rejected]],
+                     beats_by_site: dict[str, list[Heartbeat]], messages: list[RawMessage],
+                     states: Mapping[str, SiteState], now: float, out: StepOutput) -> None:
+        """The sites of a batch stepped together: the same outputs, in the same order, as
+        :meth:`_site_step` one site at a time (sites in name order, those with readings
+        first), with a fixed number of numpy calls for all of them.
+
+        Taken together: sites with readings and no heartbeat, and sites whose only event
+        is one heartbeat (for a pipeline without spans of its own); stepped on their own
+        by :meth:`_site_step`, in their place: sites with readings and heartbeats (their
+        windows close at each heartbeat: records and dead-letter details follow those
+        cuts), and any whose state :func:`.across.can_take` refuses.
+        """
+        cfg = self.pipeline.config
+        per_code = np.bincount(code, minlength=len(names))
+        with_rows = sorted(names[c] for c in np.flatnonzero(per_code).tolist())
+        others = sorted((set(rejected_by_site) | set(beats_by_site)) - set(with_rows))
+        # The sites stepped together (position k, in output order) and their old states.
+        pos: dict[str, int] = {}
+        olds: list[SiteState | None] = []
+        alone: set[str] = set()
+        takes = can_take(cfg, batch.cols)
+        for site in with_rows:
+            old = states.get(site)
+            if site in beats_by_site or (old is not None and not takes(old.windows)):
+                alone.add(site)
+                continue
+            pos[site] = len(olds)
+            olds.append(old)
+        beat_of: dict[int, Heartbeat] = {}  # position -> the site's one heartbeat
+        if not self.pipeline.spans_of_its_own:
+            for site in others:
+                beats = beats_by_site.get(site)
+                if beats is None or len(beats) != 1:
+                    continue
+                old = states.get(site)
+                if old is None or takes(old.windows):
+                    beat_of[len(olds)] = beats[0]
+                    pos[site] = len(olds)
+                    olds.append(old)
+        pos_of_code = np.array([pos.get(name, -1) for name in names], dtype=np.int64)
+        row_pos = pos_of_code[code]
+        # Which messages these sites have not applied yet, in arrival order per source.
+        msg_pos = np.full(len(messages), -1, dtype=np.int64)
+        msg_pos[batch.msg] = row_pos
+        for k, hb in beat_of.items():
+            msg_pos[hb.msg] = k
+        for site, k in pos.items():
+            for rej in rejected_by_site.get(site, ()):
+                msg_pos[rej.msg] = k
+        applied = [{} if o is None else dict(o.applied) for o in olds]
+        fresh = np.zeros(len(messages), dtype=np.bool_)
+        mp = msg_pos.tolist()
+        for i in np.flatnonzero(msg_pos >= 0).tolist():
+            m = messages[i]
+            src = _source(m)
+            done = applied[mp[i]]
+            if m.offset > done.get(src, -1):
+                fresh[i] = True
+                done[src] = m.offset
+        ours = row_pos >= 0
+        take = ours & fresh[batch.msg]
+        out.counts.replayed_skipped += int(np.count_nonzero(ours) - np.count_nonzero(take))
+        # Every site's fresh rows at once, grouped by site (stable: arrival order kept),
+        # and the heartbeats that raise a watermark (SiteWindows.heartbeat).
+        k_n = len(olds)
+        beat = np.full(k_n, -np.inf)
+        skew = now + cfg.max_clock_skew_s
+        for k, hb in beat_of.items():
+            old = olds[k]
+            if fresh[hb.msg] and not hb.ts > skew and hb.ts > (
+                    -np.inf if old is None else old.windows.watermark):
+                beat[k] = hb.ts
+        n_rows = np.bincount(row_pos[take], minlength=k_n) if k_n else np.zeros(0, np.int64)
+        stepped = (n_rows > 0) | (beat > -np.inf)
+        sub = np.cumsum(stepped) - 1  # position among the sites stepped
+        order = np.flatnonzero(take)[np.argsort(row_pos[take], kind="stable")]
+        rows = batch.take(order)
+        sub_of_row = sub[row_pos[order]]
+        stepped_l = stepped.tolist()
+        sub_l = sub.tolist()
+        res = None
+        if stepped.any():
+            res = ingest_across(cfg, [SiteWindows() if (o := olds[k]) is None else o.windows
+                                      for k in np.flatnonzero(stepped).tolist()],
+                                sub_of_row, rows.ts, rows.cols, now, beat[stepped])
+        bounds = np.concatenate(([0], np.cumsum(n_rows[stepped]))).tolist()
+        bad: dict[int, list[int]] = {}
+        recs: list[list[dict[str, Any]]] | None = None
+        accept_noop = False
+        acc_l: list[int] = []
+        if res is not None:
+            out.counts.readings_in += len(rows)
+            out.counts.accepted += int(res.accepted_per_site.sum())
+            out.counts.windows_closed += sum(int(c.starts.size) for c in res.closed)
+            sub_row = sub_of_row.tolist()
+            for j in np.flatnonzero(res.future | res.late).tolist():
+                bad.setdefault(sub_row[j], []).append(j)
+            across = getattr(self.pipeline, "aggregates_across", None)
+            if across is not None:
+                recs = across([s for s in pos if stepped_l[pos[s]]], res.closed)
+            accept_noop = getattr(self.pipeline, "accept_is_noop", lambda: False)()
+            acc_l = res.accepted_per_site.tolist()
+
+        def together(site: str) -> None:
+            """Outputs and new state of a site stepped together, in _site_step's order."""
+            k = pos[site]
+            old = olds[k]
+            for rej in rejected_by_site.pop(site, None) or ():
+                if not fresh[rej.msg]:
+                    out.counts.replayed_skipped += 1
+                elif rej.heartbeat:
+                    self._dead_beat(out, messages[rej.msg], rej.reason, rej.detail)
+                else:
+                    out.counts.readings_in += 1
+                    self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
+            hb = beat_of.get(k)
+            if hb is not None:
+                beats_by_site.pop(site, None)
+                if not fresh[hb.msg]:
+                    out.counts.replayed_skipped += 1
+                elif hb.ts > skew:
+                    self._dead_beat(out, messages[hb.msg], "future",
+                                    _time_detail("future", hb.ts, SiteWindows(), now))
+                else:
+                    out.counts.heartbeats_in += 1
+                    out.counts.heartbeats += 1
+            if not stepped_l[k]:  # nothing to ingest (all replayed, or a no-op beat)
+                new = SiteState() if old is None else old.copy()
+                new.applied = applied[k]
+                out.changed[site] = new
+                return
+            if res is None:  # stepped implies a result
+                raise RuntimeError("no result for a site stepped together")
+            carry = copy.deepcopy(old.carry) if old is not None and old.carry else {}
+            j = sub_l[k]
+            windows = res.windows[j]
+            a, z = bounds[j], bounds[j + 1]
+            rows_bad = bad.get(j)
+            if rows_bad:  # as _ingest: the site's future rows, then its late ones
+                for verdict, reason in ((res.future, "future"), (res.late, "late")):
+                    for r in rows_bad:
+                        if verdict[r]:
+                            detail = _time_detail(reason, float(rows.ts[r]), windows, now)
+                            row = int(rows.row[r])
+                            self._dead(out, messages[int(rows.msg[r])], reason, detail,
+                                       row if row >= 0 else None)
+            if acc_l[j] and not accept_noop:
+                ok = ~(res.future[a:z] | res.late[a:z])
+                self.pipeline.on_accept(carry, rows.ts[a:z][ok],
+                                        {name: v[a:z][ok] for name, v in rows.cols.items()})
+            if hb is not None:  # stepped: it raised the watermark
+                self.pipeline.on_heartbeat(carry, hb.ts)
+            new = SiteState(windows, applied[k], carry)
+            if recs is not None:
+                if recs[j]:
+                    out.aggregates += [(site, rec) for rec in recs[j]]
+            else:
+                closed = [c for c in (ca.of_site(j) for ca in res.closed) if c is not None]
+                if closed:
+                    for rec in self.pipeline.aggregates(site, closed, new.carry):
+                        out.aggregates.append((site, rec))
+            out.changed[site] = new
+
+        alone_rows = _rows_by_site(batch, code, names, alone)
+        for site in with_rows:
+            if site in alone:
+                self._site_step(site, alone_rows[site], rejected_by_site.pop(site, []),
+                                beats_by_site.pop(site, []), messages, states, now, out)
+            else:
+                together(site)
+        no_rows = batch.take(np.zeros(0, dtype=np.int64))
+        for site in others:
+            if site in pos:
+                together(site)
+            else:
+                self._site_step(site, no_rows, rejected_by_site.get(site, []),
+                                beats_by_site.get(site, []), messages, states, now, out)
 
     def step_isolating(self, messages: list[RawMessage], states: Mapping[str, SiteState],
                        now: float) -> StepOutput:
@@ -437,6 +654,21 @@ def _by_site(batch: Batch, code: NDArray[np.int64],
     parts = np.split(order, bounds)
     return [(names[c], batch.take(parts[c]))
             for c in sorted(range(len(names)), key=names.__getitem__) if counts[c]]
+
+
+def _rows_by_site(batch: Batch, code: NDArray[np.int64], names: list[str],
+                  wanted: set[str]) -> dict[str, Batch]:
+    """The rows of the ``wanted`` sites (arrival order kept), one pass over the batch."""
+    if not wanted:
+        return {}
+    code_of = {name: c for c, name in enumerate(names)}
+    want = np.zeros(len(names), dtype=np.bool_)
+    want[[code_of[s] for s in wanted]] = True
+    sel = np.flatnonzero(want[code])
+    order = sel[np.argsort(code[sel], kind="stable")]
+    n = np.bincount(code[order], minlength=len(names))
+    start = np.concatenate(([0], np.cumsum(n))).tolist()
+    return {s: batch.take(order[start[code_of[s]]:start[code_of[s] + 1]]) for s in wanted}
 
 
 def _time_detail(reason: str, ts: float, w: SiteWindows, now: float) -> str:

@@ -100,7 +100,7 @@ def _floor_scalar(t: float, size: int) -> float:
     return float(math.floor(t / size)) * size
 
 
-@dataclass
+@dataclass(slots=True)
 class SiteWindows:
     """One site's window state; serialisable with :meth:`to_state` / :meth:`from_state`."""
 

@@ -75,11 +75,12 @@ def grouped_percentile(values: F64, group: I64, n_groups: int, q: float) -> F64:
 
 
 def traffic_windows(window: I64, speed_kph: F64, vclass: NDArray[np.int8], n_windows: int,
-                    size_s: int, free_flow_kph: float) -> TrafficWindows:
+                    size_s: int, free_flow_kph: float | F64) -> TrafficWindows:
     """Compute every CONTRACT.md §4 measure for ``n_windows`` windows of ``size_s`` seconds.
 
     ``window`` is each vehicle's window position (0..n_windows-1), ``vclass`` its class
-    code (2 = hgv, -1 = not given).
+    code (2 = hgv, -1 = not given). ``free_flow_kph`` is one speed for all windows or one
+    per window (windows of many sites at once).
 
     >>> w = traffic_windows(np.array([0, 0, 1]), np.array([50.0, 100.0, 0.0]),
     ...                     np.array([0, 2, 0], dtype=np.int8), 3, 60, 100.0)
