@@ -146,7 +146,10 @@ def _kafka_healthy(cfg: StackConfig) -> bool:
     try:
         from kafka import KafkaAdminClient
 
-        admin = KafkaAdminClient(bootstrap_servers=cfg.bootstrap, request_timeout_ms=2000)
+        # kafka-python waits 30 s by default to bootstrap: a port held by something that
+        # is no broker would hold `stack up` (and every poll while it starts) that long.
+        admin = KafkaAdminClient(bootstrap_servers=cfg.bootstrap, request_timeout_ms=2000,
+                                 bootstrap_timeout_ms=3000)
     except Exception:
         return False
     try:
