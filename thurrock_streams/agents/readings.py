@@ -399,20 +399,29 @@ class ReadingsAgent(LoopLock):
         await retry_kafka(lambda: store_states(self.table, records), self.kind)
 
     async def _send(self, out: StepOutput) -> None:
+        """Send a step's outputs and wait until Kafka holds them all.
+
+        Straight to the producer (a step may close thousands of windows): Faust's
+        ``Topic.send`` adds a message object, sensors and callbacks per record, and the
+        partition is the producer's default for the key either way.
+        """
+        send = self.app.producer.send
         pending = []
+        dead = self.deadletter_out.get_topic_name()
         for key, rec in out.deadletters:
-            pending.append(await self.deadletter_out.send(key=key, value=orjson.dumps(rec)))
+            pending.append(await send(dead, key, orjson.dumps(rec), None, None, None))
+        rekey = self.rekey_out.get_topic_name()
         for site, m in out.rekey:
             headers = [(ORIGIN_TOPIC, m.topic.encode()),
                        (ORIGIN_PARTITION, str(m.partition).encode()),
                        (ORIGIN_OFFSET, str(m.offset).encode())]
             if m.key is not None:
                 headers.append((ORIGIN_KEY, m.key))
-            pending.append(await self.rekey_out.send(key=site.encode(), value=m.value,
-                                                     headers=headers))
+            pending.append(await send(rekey, site.encode(), m.value, None, None, headers))
         closed_at = [(CLOSED_AT, repr(time.time()).encode())]
+        aggregates = self.aggregates_out.get_topic_name()
         for site, rec in out.aggregates:
-            pending.append(await self.aggregates_out.send(
-                key=site.encode(), value=orjson.dumps(rec), headers=closed_at))
+            pending.append(await send(aggregates, site.encode(), orjson.dumps(rec), None, None,
+                                      closed_at))
         if pending:
             await asyncio.gather(*pending)
