@@ -300,7 +300,9 @@ def test_a_notifier_that_is_down_does_not_stall_a_rebalance(
     # still holds an event it could not deliver
     second = make_worker(**env)
     wait_both_assigned(first, second)
-    send(stack, f"{prefix}air.readings", feed[120:])
+    # the feed ends with a heartbeat past the last hour + lateness: the second low hour
+    # (clear_after = 2) closes at once, not after a minute of running watermark
+    send(stack, f"{prefix}air.readings", [*feed[120:], beat(air, H0 + 4 * 3600 + 30)])
     got = events(stack, prefix, 2)
     assert brief(got)[1][:3] == (air, "daqi:no2", "cleared")
     assert first.proc is not None and first.proc.poll() is None
