@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import copy
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -372,14 +372,7 @@ class Processor:
             """Outputs and new state of a site stepped together, in _site_step's order."""
             k = pos[site]
             old = olds[k]
-            for rej in rejected_by_site.pop(site, None) or ():
-                if not fresh[rej.msg]:
-                    out.counts.replayed_skipped += 1
-                elif rej.heartbeat:
-                    self._dead_beat(out, messages[rej.msg], rej.reason, rej.detail)
-                else:
-                    out.counts.readings_in += 1
-                    self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
+            self._rejected(out, rejected_by_site.pop(site, []), fresh, messages)
             hb = beat_of.get(k)
             if hb is not None:
                 beats_by_site.pop(site, None)
@@ -514,12 +507,9 @@ class Processor:
                 site_of[i] = ""
         return site_of
 
-    def _site_step(self, site: str, rows: Batch, rejects: list[Rejected],
-                   beats: list[Heartbeat], messages: list[RawMessage],
-                   states: Mapping[str, SiteState], now: float, out: StepOutput) -> None:
-        old = out.changed.get(site) or states.get(site)
-        new = SiteState() if old is None else old.copy()
-        fresh = self._fresh_messages(new, messages, rows, rejects, beats, out.counts)
+    def _rejected(self, out: StepOutput, rejects: Iterable[Rejected], fresh: NDArray[np.bool_],
+                  messages: list[RawMessage]) -> None:
+        """Dead-letter a site's rejected rows and heartbeats (those of fresh messages)."""
         for rej in rejects:
             if not fresh[rej.msg]:
                 out.counts.replayed_skipped += 1
@@ -528,6 +518,14 @@ class Processor:
             else:
                 out.counts.readings_in += 1
                 self._dead(out, messages[rej.msg], rej.reason, rej.detail, rej.row)
+
+    def _site_step(self, site: str, rows: Batch, rejects: list[Rejected],
+                   beats: list[Heartbeat], messages: list[RawMessage],
+                   states: Mapping[str, SiteState], now: float, out: StepOutput) -> None:
+        old = out.changed.get(site) or states.get(site)
+        new = SiteState() if old is None else old.copy()
+        fresh = self._fresh_messages(new, messages, rows, rejects, beats, out.counts)
+        self._rejected(out, rejects, fresh, messages)
         fresh_rows = fresh[rows.msg]
         if not fresh_rows.all():
             rows = rows.take(fresh_rows)
