@@ -398,12 +398,8 @@ class Processor:
             rows_bad = bad.get(j)
             if rows_bad:  # as _ingest: the site's future rows, then its late ones
                 for verdict, reason in ((res.future, "future"), (res.late, "late")):
-                    for r in rows_bad:
-                        if verdict[r]:
-                            detail = _time_detail(reason, float(rows.ts[r]), windows, now)
-                            row = int(rows.row[r])
-                            self._dead(out, messages[int(rows.msg[r])], reason, detail,
-                                       row if row >= 0 else None)
+                    self._dead_rows(out, messages, rows, [r for r in rows_bad if verdict[r]],
+                                    reason, windows, now)
             if acc_l[j] and not accept_noop:
                 ok = ~(res.future[a:z] | res.late[a:z])
                 self.pipeline.on_accept(carry, rows.ts[a:z][ok],
@@ -549,11 +545,8 @@ class Processor:
             return
         res = new.windows.ingest(self.pipeline.config, rows.ts, rows.cols, now)
         for verdict, reason in ((res.future, "future"), (res.late, "late")):
-            for j in np.flatnonzero(verdict):
-                m = messages[int(rows.msg[j])]
-                detail = _time_detail(reason, float(rows.ts[j]), new.windows, now)
-                r = int(rows.row[j])
-                self._dead(out, m, reason, detail, r if r >= 0 else None)
+            self._dead_rows(out, messages, rows, np.flatnonzero(verdict).tolist(), reason,
+                            new.windows, now)
         ok = res.accepted
         out.counts.accepted += int(ok.sum())
         if ok.any():
@@ -613,6 +606,15 @@ class Processor:
         repeat = key not in out.dead_values or len(m.value or b"") <= MAX_REPEATED_VALUE
         out.dead_values.add(key)
         out.deadletters.append((m.key, dead_letter(m, reason, detail, row, repeat)))
+
+    def _dead_rows(self, out: StepOutput, messages: list[RawMessage], rows: Batch,
+                   which: list[int], reason: str, windows: SiteWindows, now: float) -> None:
+        """Dead-letter rows ``which`` of ``rows`` as ``future`` or ``late`` (``reason``),
+        judged against the site's ``windows`` after the step."""
+        for j in which:
+            detail = _time_detail(reason, float(rows.ts[j]), windows, now)
+            r = int(rows.row[j])
+            self._dead(out, messages[int(rows.msg[j])], reason, detail, r if r >= 0 else None)
 
     def _dead_beat(self, out: StepOutput, m: RawMessage, reason: str, detail: str) -> None:
         c = out.counts
