@@ -141,10 +141,12 @@ def drive(stack: StackConfig, prefix: str, make_worker: Any, gaps: list[float],
     sizes = {"1m": 60, "15m": 900}
     due = {key: key[1] + lateness for key in want}  # when each closes with traffic flowing
     deadline = max(due.values()) + idle + 60
-    while not all(set(want) <= set(check()[site]) for site in sites):
+    while True:
+        got = check()
+        if all(set(want) <= set(got[site]) for site in sites):
+            break
         assert time.time() < deadline, "not every window up to the last vehicle's minute"
         wait_until(time.time() + 0.5)
-    got = check()
     c = poll(lambda: w.counters()["pipelines"]["traffic"],
              lambda c: c["readings_in"] >= len(sent) * len(sites), 30, "every vehicle counted")
     assert c["deadlettered"] == {} and c["accepted"] == len(sent) * len(sites)
