@@ -292,7 +292,11 @@ class ReadingsAgent(LoopLock):
             await self.lane.run(take, self._step_messages)
 
     async def _step_messages(self, messages: list[Any]) -> None:
-        await self.step_chunks([self._raw(m) for m in messages])
+        rekey = self.rekey_out.get_topic_name()
+        await self.step_chunks([
+            self._raw(m) if m.topic == rekey
+            else RawMessage(m.topic, m.partition, m.offset, m.key, m.value)
+            for m in messages])
 
     def _raw(self, m: Any) -> RawMessage:
         if m.topic == self.rekey_out.get_topic_name():
