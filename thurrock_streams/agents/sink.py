@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import collections
-import contextlib
 import time
 from typing import Any
 
@@ -85,8 +84,10 @@ class SinkAgent:
                 stamp = (headers[0][1] if len(headers) == 1 and headers[0][0] == CLOSED_AT
                          else dict(headers).get(CLOSED_AT))
                 if stamp:
-                    with contextlib.suppress(ValueError):  # no number: no latency to note
+                    try:
                         closed.append(float(stamp))
+                    except ValueError:
+                        continue  # a stamp that is no number: no latency to note
         return lines, sources, closed, bad
 
     async def write_messages(self, messages: list[Any]) -> None:
