@@ -165,8 +165,15 @@ def test_empty_tag_values_are_left_out_and_bad_records_raise() -> None:
         to_line("traffic", [1, 2])  # type: ignore[arg-type]
 
 
-def test_the_orjson_printer_is_checked_at_import() -> None:
+def test_the_orjson_printer_is_checked_at_import(monkeypatch: pytest.MonkeyPatch) -> None:
     assert influx._orjson_prints_like_repr() is True  # the pinned-range orjson of the venv
+    # an orjson that printed otherwise: the fast path prints with ``repr``, same bytes
+    monkeypatch.setattr(influx, "_ORJSON_FLOATS", False)
+    for schema, rec, line in CASES:
+        assert twice(schema, rec) == line
+    assert twice("traffic", {"site_id": "S", "window": "1m", "ts": 60.0, "count": 1,
+                             "flow_vph": 1e-05}) == (
+        "traffic,site_id=S,window=1m count=1i,flow_vph=1e-05 60000000000")
 
 
 numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**70, 2**70),

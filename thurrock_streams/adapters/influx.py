@@ -75,8 +75,8 @@ def to_line(schema: str, rec: dict[str, Any]) -> str:
     window, so the escaped tag set of each tag-value combination and a format plan of each
     key layout are kept (:class:`_Plan`): a record of numbers only is then one ``%``
     format, not a step per field. Anything else (a string field, a value of another type
-    than the layout's first record had, a non-finite float) takes :func:`_to_line_slow`,
-    the field-by-field rule both paths follow; they write the same bytes.
+    than its field's schema type (int, bool, else float), a non-finite float) takes
+    :func:`_to_line_slow`, the field-by-field rule; both paths write the same bytes.
 
     >>> to_line("traffic", {"site_id": "A13 EB", "window": "1m", "ts": 60.0, "count": 2,
     ...                     "flow_vph": 120.0, "mean_speed_kph": float("nan")})
@@ -176,8 +176,8 @@ def _never(rec: dict[str, Any]) -> Any:  # pragma: no cover - a plan without tem
 
 
 def _plan(schema: str, keys: tuple[str, ...]) -> _Plan:
-    """The plan of one key layout, made from the first record that has it; the types it
-    expects are the types the pipelines write (int, float and bool fields)."""
+    """The plan of one key layout; the value types it expects are the schema's (int and
+    bool fields as listed in :data:`SCHEMAS`, float for every other field)."""
     _, tags, ints, bools, strings = SCHEMAS[schema]
     names = [k for k in sorted(keys) if k not in _NOT_FIELDS and k not in tags]
     sorted_tags = _SORTED_TAGS[schema]
