@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import operator
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from influxdb_client import WritePrecision
 
 from ..errors import SettingsError, SinkError
@@ -69,6 +71,13 @@ def to_line(schema: str, rec: dict[str, Any]) -> str:
     not escape backslashes in tags). A record with a newline or carriage return in a tag,
     key or string, which no line can carry, raises :class:`SinkError`.
 
+    The records of one topic share a few key layouts, and a site's tags repeat on every
+    window, so the escaped tag set of each tag-value combination and a format plan of each
+    key layout are kept (:class:`_Plan`): a record of numbers only is then one ``%``
+    format, not a step per field. Anything else (a string field, a value of another type
+    than its field's schema type (int, bool, else float), a non-finite float) takes
+    :func:`_to_line_slow`, the field-by-field rule; both paths write the same bytes.
+
     >>> to_line("traffic", {"site_id": "A13 EB", "window": "1m", "ts": 60.0, "count": 2,
     ...                     "flow_vph": 120.0, "mean_speed_kph": float("nan")})
     'traffic,site_id=A13\\ EB,window=1m count=2i,flow_vph=120 60000000000'
@@ -76,6 +85,150 @@ def to_line(schema: str, rec: dict[str, Any]) -> str:
     ...                           "count": 1}))
     traffic,site_id=a\\\,b\=c\\,window=1m count=1i 60000000000
     """
+    if type(rec) is not dict:
+        return _to_line_slow(schema, rec)
+    layout = (schema, *rec)
+    plan = _PLANS.get(layout)
+    if plan is None:
+        plan = _plan(schema, layout[1:])
+    if plan.template is None:
+        return _to_line_slow(schema, rec)
+    values = plan.fields(rec)
+    if plan.one:
+        values = (values,)
+    # The fast path holds when every value has the type the plan was made for (``bool``
+    # is a type of its own here, so no bool passes for an int) and every float is finite:
+    # a sum of finite numbers is finite or overflows to infinity, a NaN or an infinity
+    # makes it NaN or infinite, so a finite sum proves each term finite.
+    if tuple(map(type, values)) != plan.types:
+        return _to_line_slow(schema, rec)
+    try:
+        finite = math.isfinite(sum(values))
+    except OverflowError:  # an integer past the float range
+        finite = False
+    if not finite:
+        return _to_line_slow(schema, rec)
+    tag_values = plan.tags(rec)
+    prefix = _PREFIXES.get(tag_values)
+    if prefix is None:
+        prefix = _prefix(schema, tag_values, rec)
+    if _ORJSON_FLOATS:
+        # orjson prints the numbers of a tuple in one call, as ``repr`` does (checked at
+        # import, :func:`_orjson_prints_like_repr`) except below 1e-4, where it writes
+        # ``0.00001`` and ``1e-6`` for Python's ``1e-05`` and ``1e-06``: such a record
+        # takes the slow path. ``true``/``false`` come out as line protocol writes them.
+        try:
+            text = orjson.dumps(values)
+        except orjson.JSONEncodeError:  # an integer past 64 bits
+            return _to_line_slow(schema, rec)
+        if b"e-" in text or b"0.0000" in text:
+            return _to_line_slow(schema, rec)
+        fields = plan.template % (*text[1:-1].decode().split(","),)
+    else:
+        fields = plan.template % tuple(
+            ("true" if v else "false") if type(v) is bool else repr(v) for v in values)
+    # A whole float loses its ``.0``. The fields hold plain keys and numbers only, so a
+    # ``.0`` followed by a separator or the end is the end of a whole float.
+    if plan.has_float:
+        fields = fields.replace(".0,", ",").removesuffix(".0")
+    return f"{prefix}{fields} {round(float(rec['ts']) * 1e9)}"
+
+
+def _orjson_prints_like_repr() -> bool:
+    """Whether this orjson prints numbers as Python's ``repr`` does from 1e-4 up (orjson
+    3.10+ does; an older one printing ``1e16`` for ``1e+16`` falls back to ``repr``)."""
+    probe = (0.0, -0.0, 1e-4, 0.1, 1.5, 4800.0, 86.06124999999997, 100.88999999999999,
+             1234567890123456.0, 9999999999999998.0, 1e16, 1.5e16, 123456789e20, 1e22,
+             1.7976931348623157e308, -2.5e-4, -1e300, 2**53, 0, -7, 10**18, True, False)
+    want = ",".join(("true" if v else "false") if type(v) is bool else repr(v)
+                    for v in probe)
+    return orjson.dumps(probe)[1:-1].decode() == want
+
+
+_ORJSON_FLOATS = _orjson_prints_like_repr()
+
+
+class _Plan:
+    """How to format the records of one key layout (see :func:`to_line`).
+
+    ``template`` is None when the layout has a string field, a key that needs escaping,
+    or no field at all: every record of it then takes the slow path.
+    """
+
+    __slots__ = ("fields", "has_float", "one", "tags", "template", "types")
+
+    def __init__(self, fields: Callable[[dict[str, Any]], Any],
+                 tags: Callable[[dict[str, Any]], Any], template: str | None,
+                 types: tuple[type, ...], one: bool, has_float: bool) -> None:
+        self.fields, self.tags, self.template, self.types = fields, tags, template, types
+        self.one, self.has_float = one, has_float
+
+
+_PLANS: dict[tuple[str, ...], _Plan] = {}
+_PREFIXES: dict[tuple[Any, ...], str] = {}
+_MAX_PLANS = 4096
+_MAX_PREFIXES = 1 << 17
+_PLAIN_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def _never(rec: dict[str, Any]) -> Any:  # pragma: no cover - a plan without template
+    raise AssertionError("not called")
+
+
+def _plan(schema: str, keys: tuple[str, ...]) -> _Plan:
+    """The plan of one key layout; the value types it expects are the schema's (int and
+    bool fields as listed in :data:`SCHEMAS`, float for every other field)."""
+    _, tags, ints, bools, strings = SCHEMAS[schema]
+    names = [k for k in sorted(keys) if k not in _NOT_FIELDS and k not in tags]
+    sorted_tags = _SORTED_TAGS[schema]
+    tag_getter = operator.itemgetter(*sorted_tags) if len(sorted_tags) > 1 else (
+        lambda rec, _t=sorted_tags[0]: (rec[_t],))
+    plain = all(isinstance(k, str) and k and set(k) <= _PLAIN_KEY for k in names)
+    template: str | None = None
+    types: list[type] = []
+    parts: list[str] = []
+    if plain and names and "ts" in keys and not any(k in strings for k in names):
+        for k in names:
+            if k in ints:
+                types.append(int)
+                parts.append(f"{k}=%si")
+            else:
+                types.append(bool if k in bools else float)
+                parts.append(f"{k}=%s")
+        template = ",".join(parts)
+    plan = _Plan(operator.itemgetter(*names) if names else _never,
+                 lambda rec, _g=tag_getter, _s=schema: (_s, *_g(rec)),  # type: ignore[misc]
+                 template, tuple(types), len(names) == 1, float in types)
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()  # a topic of ever new key layouts: forget, do not grow
+    _PLANS[(schema, *keys)] = plan
+    return plan
+
+
+def _prefix(schema: str, tag_values: tuple[Any, ...], rec: dict[str, Any]) -> str:
+    """The escaped measurement and tag set, followed by the space before the fields."""
+    measurement = SCHEMAS[schema][0]
+    tag_parts = []
+    for t, raw in zip(_SORTED_TAGS[schema], tag_values[1:], strict=True):
+        value = str(raw).translate(_ESCAPE_KEY)
+        if value:
+            tag_parts.append(f"{t.translate(_ESCAPE_KEY)}={value}")
+    sep = "," if tag_parts else ""
+    prefix = f"{measurement.translate(_ESCAPE_MEASUREMENT)}{sep}{','.join(tag_parts)} "
+    if _LINE_BREAKS[0] in prefix or _LINE_BREAKS[1] in prefix:
+        raise SinkError(f"a line break in a tag, key or string cannot be written: {rec}",
+                        retryable=False)
+    # Only string tag values are kept: ``True``, ``1`` and ``1.0`` are equal keys of a
+    # dict but print differently.
+    if all(type(v) is str for v in tag_values):
+        if len(_PREFIXES) >= _MAX_PREFIXES:
+            _PREFIXES.clear()
+        _PREFIXES[tag_values] = prefix
+    return prefix
+
+
+def _to_line_slow(schema: str, rec: dict[str, Any]) -> str:
+    """:func:`to_line` field by field: the rule, for any record."""
     measurement, tags, ints, bools, strings = SCHEMAS[schema]
     tag_parts = []
     for t in _SORTED_TAGS[schema]:

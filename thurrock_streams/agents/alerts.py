@@ -50,7 +50,8 @@ from .readings import (
     store_states,
 )
 
-__all__ = ["AckGate", "AlertAgent", "AlertCounters", "NotifyAgent", "quiet_s"]
+__all__ = ["AckGate", "AlertAgent", "AlertCounters", "NotifyAgent", "changed_records",
+           "quiet_s"]
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,14 @@ class AlertCounters:
         self.records: int = 0
         self.unreadable: int = 0
         self.replayed_skipped: int = 0
+        self.states_unchanged: int = 0  # states not stored: only their offsets moved
         self.events: dict[str, int] = {}
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready counters."""
         return {"records": self.records, "unreadable": self.unreadable,
-                "replayed_skipped": self.replayed_skipped, "events": dict(self.events)}
+                "replayed_skipped": self.replayed_skipped,
+                "states_unchanged": self.states_unchanged, "events": dict(self.events)}
 
 
 class AlertAgent(LoopLock):
@@ -168,33 +171,41 @@ class AlertAgent(LoopLock):
         events: list[dict[str, Any]] = []
         changed: dict[str, SiteAlerts] = {}
         now = time.monotonic()
+        counters, evaluate, kind_of = self.counters, self.engine.evaluate, self.kind_of
+        srcs: dict[tuple[str, int], str] = {}
         for topic, partition, offset, value in messages:
-            kind = self.kind_of.get(topic, "air")
+            kind = kind_of.get(topic, "air")
             try:
                 rec = orjson.loads(value or b"")
                 site = str(rec["site_id"])
-                float(rec["ts"])
+                ts = float(rec["ts"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                self.counters.unreadable += 1
+                counters.unreadable += 1
                 log.error("alerts: unreadable aggregate at %s:%d@%d", topic, partition, offset)
                 continue
             st = changed.get(site) or self._load(site)
-            src = f"{topic}:{partition}"
+            src = srcs.get((topic, partition))
+            if src is None:
+                src = srcs[topic, partition] = f"{topic}:{partition}"
             if offset <= st.applied.get(src, -1):
-                self.counters.replayed_skipped += 1
+                counters.replayed_skipped += 1
                 continue
             st.applied[src] = offset
-            self.counters.records += 1
+            counters.records += 1
             try:
-                events += self.engine.evaluate(site, st, kind, rec)
+                events += evaluate(site, st, kind, rec)
             except (KeyError, TypeError, ValueError) as exc:
-                self.counters.unreadable += 1
+                counters.unreadable += 1
                 log.error("alerts: cannot evaluate %s:%d@%d: %r", topic, partition, offset, exc)
             changed[site] = st
-            if st.seen.get(kind) == float(rec["ts"]):  # a newer window of this site
-                self.last_rx[site] = now
-            if kind in st.seen:
-                self.newest.setdefault(kind, {})[site] = st.seen[kind]
+            seen = st.seen.get(kind)
+            if seen is not None:
+                if seen == ts:  # a newer window of this site
+                    self.last_rx[site] = now
+                newest = self.newest.get(kind)
+                if newest is None:
+                    newest = self.newest[kind] = {}
+                newest[site] = seen
         self._count(events)
         return events, changed
 
@@ -237,7 +248,10 @@ class AlertAgent(LoopLock):
 
     async def _deliver(self, events: list[dict[str, Any]],
                        changed: dict[str, SiteAlerts]) -> None:
-        """Send the events, then store the states (see :func:`store_states`)."""
+        """Send the events, then store the states (see :func:`store_states`): all of a
+        step's at once, awaited before the lane marks its offsets committable. A state
+        that differs from the stored one only in its applied offsets is not stored
+        (:func:`changed_records`)."""
 
         async def send() -> None:
             futs = [await self.alerts_out.send(key=ev["site_id"].encode(),
@@ -245,9 +259,41 @@ class AlertAgent(LoopLock):
             if futs:
                 await asyncio.gather(*futs)
 
-        await retry_kafka(send, "alerts")
-        records = {site.encode(): orjson.dumps(st.to_json()) for site, st in changed.items()}
-        await retry_kafka(lambda: store_states(self.table, records), "alerts")
+        if events:
+            await retry_kafka(send, "alerts")
+        records = changed_records(self.table.get, changed)
+        self.counters.states_unchanged += len(changed) - len(records)
+        if records:
+            await retry_kafka(lambda: store_states(self.table, records), "alerts")
+
+
+_APPLIED = b',"applied":'
+
+
+def changed_records(stored: Callable[[bytes], bytes | None],
+                    states: dict[str, SiteAlerts]) -> dict[bytes, bytes]:
+    """The table records of the states that changed more than their applied offsets.
+
+    A step's aggregates of a site that moved no rule, no open alert and no newest window
+    (a 15-minute traffic window, an air mean no rule reads, an hourly ``daqi`` record)
+    leave the state as stored but for the offsets applied; storing it only to move those
+    changes nothing a replay could see: replayed from the stored state, the same
+    aggregates again change nothing and raise nothing (an event always changes the open
+    alerts). So such a state is not written. Exact by construction: the record is left
+    out only when its bytes before ``"applied"`` (the last key of
+    :meth:`SiteAlerts.to_json`; no topic name holds a quote) equal the stored record's.
+    """
+    records: dict[bytes, bytes] = {}
+    for site, st in states.items():
+        key = site.encode()
+        value = orjson.dumps(st.to_json())
+        old = stored(key)
+        if old is not None:
+            i, j = old.rfind(_APPLIED), value.rfind(_APPLIED)
+            if i > 0 and i == j and old[:i] == value[:j]:
+                continue
+        records[key] = value
+    return records
 
 
 @dataclass

@@ -28,20 +28,16 @@ from .readings import CLOSED_AT
 __all__ = ["SinkAgent"]
 
 
-def _schema(topic: str, rec: dict[str, Any], settings: Settings) -> str:
-    if topic == settings.topic(TRAFFIC_AGGREGATES):
-        return "traffic"
-    if topic == settings.topic(ALERTS):
-        return "alerts"
-    return str(rec.get("measurement", "air_quality"))
-
-
 class SinkAgent:
     """Writes every record of the processor's output topics to the store."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
         self.settings = settings
         self.writer = InfluxWriter(settings)
+        # The schema of each topic's records; an air aggregate names its own measurement.
+        self.schemas: dict[str, str | None] = {settings.topic(TRAFFIC_AGGREGATES): "traffic",
+                                               settings.topic(ALERTS): "alerts",
+                                               settings.topic(AIR_AGGREGATES): None}
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         n = settings.topic_partitions
         self.sources = app.topic(*(settings.topic(t) for t in (TRAFFIC_AGGREGATES, AIR_AGGREGATES,
@@ -61,25 +57,47 @@ class SinkAgent:
         async for take in self.lane.takes(self.settings.sink_batch_size):
             await self.lane.run(take, self.write_messages)
 
-    async def write_messages(self, messages: list[Any]) -> None:
-        """Write the points of a batch of messages; return once all are in the store."""
+    def convert(self, messages: list[Any]) -> tuple[list[str], list[Any], list[float],
+                                                   list[tuple[Any, str]]]:
+        """The points of a batch: (lines, the message of each line, the window-close
+        stamps of the lines' messages (epoch s), the messages that are no point and why)."""
         lines: list[str] = []
         sources: list[Any] = []
+        closed: list[float] = []
         bad: list[tuple[Any, str]] = []
+        schemas = self.schemas
+        loads, line_of = orjson.loads, to_line
         for m in messages:
             try:
-                rec = orjson.loads(m.value)
-                lines.append(to_line(_schema(m.topic, rec, self.settings), rec))
-                sources.append(m)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, SinkError) as exc:
+                rec = loads(m.value)
+                schema = schemas.get(m.topic) or str(rec.get("measurement", "air_quality"))
+                lines.append(line_of(schema, rec))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError,
+                    SinkError) as exc:
                 bad.append((m, f"cannot convert to a point: {exc!r}"[:500]))
+                continue
+            sources.append(m)
+            headers = m.headers
+            if headers:
+                # The readings agents stamp one header; any other set is read as a dict
+                # (the last of a repeated name wins).
+                stamp = (headers[0][1] if len(headers) == 1 and headers[0][0] == CLOSED_AT
+                         else dict(headers).get(CLOSED_AT))
+                if stamp:
+                    try:
+                        closed.append(float(stamp))
+                    except ValueError:
+                        continue  # a stamp that is no number: no latency to note
+        return lines, sources, closed, bad
+
+    async def write_messages(self, messages: list[Any]) -> None:
+        """Write the points of a batch of messages; return once all are in the store."""
+        lines, sources, closed, bad = self.convert(messages)
         refused = await self.writer.write(lines)
         bad.extend((sources[i], "the store refused the point as malformed") for i in refused)
-        now = time.time()
-        for m in sources:
-            closed = dict(m.headers or []).get(CLOSED_AT)
-            if closed:
-                self.latency_ms.append((now - float(closed)) * 1000.0)
+        if closed:
+            now_ms = time.time() * 1000.0
+            self.latency_ms.extend(now_ms - c * 1000.0 for c in closed)
         for m, detail in bad:
             rec = {"reason": "sink", "detail": detail, "topic": m.topic,
                    "partition": m.partition, "offset": m.offset, "row": None,
