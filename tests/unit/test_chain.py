@@ -261,3 +261,15 @@ def test_every_key_of_a_site_goes_to_the_sites_partition() -> None:
         table: Any = SiteTable.__new__(StateChainTable)
         table.partitions = 12
         assert {SiteTable.partition_for_key(table, k) for k in keys} == {p}
+
+
+def test_a_delta_keeps_every_bit_of_the_scalars() -> None:
+    """-0.0 is not 0.0: a delta carries a watermark whose only change is its sign bit."""
+    w = SiteWindows(watermark=0.0, closed_until={60: 0.0}, buf_ts=np.zeros(0))
+    _, _, ch = chain.write(b"z", SiteState(w, {"t:0": 1}), None)
+    new = SiteState(SiteWindows(watermark=-0.0, closed_until={60: -0.0}, buf_ts=np.zeros(0)),
+                    {"t:0": 2})
+    recs, _, after = chain.write(b"z", new, ch)
+    assert recs[0][0] == b"z\x00\x01"
+    assert exact(chain.decode_entry(after.entry)) == exact(new)
+    assert str(chain.decode_entry(after.entry).windows.watermark) == "-0.0"

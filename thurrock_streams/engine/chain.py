@@ -208,7 +208,8 @@ def encode_delta(chain: Chain, new: SiteState, carry: bytes) -> bytes | None:
 
 
 def _same_float(a: float, b: float) -> bool:
-    return a == b or (a != a and b != b)
+    """Bit for bit (0.0 is not -0.0; NaNs by their bits)."""
+    return a is b or _F.pack(a) == _F.pack(b)
 
 
 def _same_dict(a: dict[int, float], b: dict[int, float]) -> bool:
