@@ -208,12 +208,15 @@ def encode_delta(chain: Chain, new: SiteState, carry: bytes) -> bytes | None:
 
 
 def _same_float(a: float, b: float) -> bool:
-    """Bit for bit (0.0 is not -0.0; NaNs by their bits)."""
-    return a is b or _F.pack(a) == _F.pack(b)
+    """True only if bit for bit the same (0.0 is not -0.0). False for unequal NaNs: a
+    field written when unchanged is harmless, one left out when changed is not."""
+    return a == b and (a != 0.0 or _F.pack(a) == _F.pack(b))
 
 
 def _same_dict(a: dict[int, float], b: dict[int, float]) -> bool:
-    return len(a) == len(b) and all(k in b and _same_float(v, b[k]) for k, v in a.items())
+    """:func:`_same_float` for every value (the order of keys does not matter)."""
+    return a == b and (0.0 not in a.values()
+                       or all(_F.pack(v) == _F.pack(b[k]) for k, v in a.items()))
 
 
 # -- decoding --------------------------------------------------------------------------------
