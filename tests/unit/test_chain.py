@@ -273,3 +273,34 @@ def test_a_delta_keeps_every_bit_of_the_scalars() -> None:
     assert recs[0][0] == b"z\x00\x01"
     assert exact(chain.decode_entry(after.entry)) == exact(new)
     assert str(chain.decode_entry(after.entry).windows.watermark) == "-0.0"
+
+
+def test_recovery_folds_a_batch_of_changelog_events_into_one_entry_per_site() -> None:
+    """``StateChainTable.apply_changelog_batch`` on Faust's memory store, with events as
+    Faust's recovery hands them over (raw key and value on ``event.message``)."""
+    from types import SimpleNamespace
+
+    from faust.stores.memory import Store
+
+    proc = Processor(pipeline("traffic"))
+    states: dict[str, SiteState] = {}
+    writer = Writer()
+    for i, (site, ts) in enumerate([("d", 10.0), ("e", 11.0), ("d", 12.0), ("d", 2000.0),
+                                    ("e", 13.0)]):
+        out = proc.step([RawMessage("traffic.readings", 0, i, site.encode(),
+                                    single(site, ts))], states, NOW)
+        states.update(out.changed)
+        writer.store(out.changed)
+    store: Any = Store.__new__(Store)
+    store.data, store._key_partition = {}, {}
+    table: Any = SimpleNamespace(data=store)
+    events = [SimpleNamespace(message=SimpleNamespace(key=k, value=v, partition=3))
+              for k, v in writer.log]
+    StateChainTable.apply_changelog_batch(table, events[:4])
+    StateChainTable.apply_changelog_batch(table, events[4:])  # batches split anywhere
+    assert sorted(store.data) == [b"d", b"e"] and store._key_partition == {b"d": 3, b"e": 3}
+    for site, state in states.items():
+        assert exact(chain.decode_entry(store.data[site.encode()])) == exact(state)
+    StateChainTable.apply_changelog_batch(table, [SimpleNamespace(message=SimpleNamespace(
+        key=b"e", value=None, partition=3))])
+    assert list(store.data) == [b"d"] and store._key_partition == {b"d": 3}
