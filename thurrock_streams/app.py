@@ -30,7 +30,8 @@ from .topics import (
 from .traffic import TrafficPipeline
 from .web import register_pages
 
-__all__ = ["PagesOnlyWeb", "Runtime", "ThurrockApp", "app", "build_app", "runtime"]
+__all__ = ["PagesOnlyWeb", "Runtime", "ThurrockApp", "ThurrockWorker", "app", "build_app",
+           "runtime"]
 
 
 def _credentials(s: Settings) -> Any:
@@ -47,6 +48,19 @@ class PagesOnlyWeb(AiohttpWeb):
     production_blueprints = ()
     debug_blueprints = ()
     optional_blueprints = ()
+
+
+class ThurrockWorker(faust.Worker):
+    """Faust's worker without its terminal spinner.
+
+    For the spinner, Faust sets the root logger to DEBUG whenever the log level is WARN or
+    above, so that every debug line of aiokafka (several per record sent) was made into a
+    log record and filtered: a few per cent of a busy worker's time (docs/performance.md).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spinner = None
 
 
 class ThurrockApp(faust.App):
@@ -100,6 +114,7 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
         broker=servers,
         broker_credentials=_credentials(settings),
         store="memory://",
+        Worker=ThurrockWorker,
         datadir=str(Path(tempfile.gettempdir()) / f"thurrock-streams-{settings.group_id}"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
@@ -114,6 +129,10 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=65_536,
+        # Up to 4 MiB a partition a fetch (Faust: 1 MiB): a backlog of single readings comes
+        # in steps of tens of thousands of messages, so that a site's several readings share
+        # one step and one changelog record (docs/performance.md).
+        consumer_max_fetch_size=4 << 20,
         producer_acks=-1,
         web_port=6066,
         # Loopback unless told otherwise (THURROCK_WEB_HOST; a cluster sets 0.0.0.0).

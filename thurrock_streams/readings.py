@@ -22,7 +22,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import orjson
@@ -82,9 +82,9 @@ AIR_FIELDS: tuple[_Num, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class RawMessage:
-    """One consumed Kafka record as the processor saw it."""
+class RawMessage(NamedTuple):
+    """One consumed Kafka record as the processor saw it (a named tuple: a worker makes
+    one per message, ≈ 0.3 µs against a frozen dataclass's 1.5)."""
 
     topic: str
     partition: int
@@ -210,9 +210,15 @@ class _Gather:
 
     def __init__(self, names: Sequence[str]) -> None:
         self.names = names
-        self.site: list[str] = []
-        self.msg: list[int] = []
-        self.row: list[int] = []
+        # Per run of rows (a single reading, or a frame's rows): its site, message, row
+        # count and whether it is a frame; :meth:`finish` makes them one entry per row.
+        self.runs_site: list[str] = []
+        self.runs_msg: list[int] = []
+        self.runs_n: list[int] = []
+        self.runs_frame: list[bool] = []
+        self.site: NDArray[np.object_] = np.empty(0, dtype=object)
+        self.msg: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self.row: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
         self.cols: dict[str, list[Any]] = {n: [] for n in names}
         self.rejected: list[Rejected] = []
         self.heartbeats: list[Heartbeat] = []
@@ -239,9 +245,10 @@ class _Gather:
         self.heartbeats.append(Heartbeat(i, site, ts))
 
     def add_reading(self, i: int, obj: dict[str, Any], site: str) -> None:
-        self.site.append(site)
-        self.msg.append(i)
-        self.row.append(-1)
+        self.runs_site.append(site)
+        self.runs_msg.append(i)
+        self.runs_n.append(1)
+        self.runs_frame.append(False)
         for name, col in self.cols.items():
             col.append(obj.get(name))
 
@@ -256,12 +263,26 @@ class _Gather:
             self.rejected.append(Rejected(
                 i, None, "schema", f"frame columns must be arrays of one length: {lengths}", site))
             return
-        self.site.extend([site] * n)
-        self.msg.extend([i] * n)
-        self.row.extend(range(n))
+        self.runs_site.append(site)
+        self.runs_msg.append(i)
+        self.runs_n.append(n)
+        self.runs_frame.append(True)
         for name, col in self.cols.items():
             values = columns.get(name)
             col.extend(values if values is not None else [None] * n)
+
+    def finish(self) -> None:
+        """Each row's site, message index and frame row (-1 for a single reading), as
+        arrays: a few numpy calls for the whole batch instead of three list items a row."""
+        counts = np.asarray(self.runs_n, dtype=np.int64)
+        sites = np.empty(len(self.runs_site), dtype=object)
+        sites[:] = self.runs_site
+        self.site = np.repeat(sites, counts)
+        self.msg = np.repeat(np.asarray(self.runs_msg, dtype=np.int64), counts)
+        starts = np.cumsum(counts) - counts
+        row = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(starts, counts)
+        self.row = np.where(np.repeat(np.asarray(self.runs_frame, dtype=np.bool_), counts),
+                            row, -1)
 
 
 def _gather(kind: Kind, messages: Sequence[RawMessage]) -> _Gather:
@@ -394,7 +415,7 @@ def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[st
         flag(~any_pollutant, 1, "an air sample needs at least one pollutant")
     g_detail = detail
     g.rejected.extend(
-        Rejected(g.msg[j], g.row[j] if g.row[j] >= 0 else None,
+        Rejected(int(g.msg[j]), int(g.row[j]) if g.row[j] >= 0 else None,
                  "schema" if reason[j] == 1 else "range", g_detail[j], g.site[j])
         for j in np.flatnonzero(reason)
     )
@@ -411,14 +432,10 @@ def decode_batch(kind: Kind, messages: Sequence[RawMessage]) -> Batch:
     (0, 'range')
     """
     g = _gather(kind, messages)
+    g.finish()
     reason, _, cols = _check(kind, g)
     ok = reason == 0
-    site = np.empty(len(g.site), dtype=object)
-    site[:] = g.site
-    batch = Batch(
-        site=site, msg=np.asarray(g.msg, dtype=np.int64), row=np.asarray(g.row, dtype=np.int64),
-        ts=cols.pop("ts"), cols=cols,
-    ).take(ok)
+    batch = Batch(site=g.site, msg=g.msg, row=g.row, ts=cols.pop("ts"), cols=cols).take(ok)
     batch.rejected = g.rejected
     batch.heartbeats = g.heartbeats
     return batch

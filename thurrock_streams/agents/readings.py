@@ -20,7 +20,6 @@ from typing import Any
 import faust
 import orjson
 from aiokafka.errors import KafkaError
-from aiokafka.partitioner import murmur2
 from faust.exceptions import ProducerSendError
 
 from ..engine import chain
@@ -30,6 +29,7 @@ from ..readings import RawMessage
 from ..settings import Settings
 from ..topics import ORIGIN_KEY, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
 from .lane import Lane, owned_tps, retry, tables_ready
+from .produce import Outbox, Partitioner, partition_for
 
 __all__ = ["ReadingsAgent", "partition_for"]
 
@@ -41,11 +41,6 @@ FRESH_FETCH_MS = 4000.0
 
 #: Header with the wall-clock time (UTC epoch seconds) at which an aggregate was closed.
 CLOSED_AT = "thurrock-closed-at"
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """Kafka's default partition for a key (murmur2, as the Java and Python clients)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 async def retry_kafka(send: Callable[[], Awaitable[None]], what: str) -> None:
@@ -82,7 +77,8 @@ async def store_states(table: Any, records: Mapping[bytes, bytes],
     Faust's callback for sent changelog records (which notes offsets for on-disk stores)
     has nothing to do here.
 
-    The last record of each changelog partition is sent on its own, after the others:
+    The last record of each changelog partition is sent on its own, after the others
+    (:meth:`.Outbox.send`, ``last_alone``):
     a broker whose end offset is the last record *batch*'s first offset + 1 (Tansu, the
     local stack's broker) would otherwise hide the tail of that batch from recovery.
     """
@@ -92,20 +88,16 @@ async def store_states(table: Any, records: Mapping[bytes, bytes],
     else:
         for key, entry in entries.items():
             table.data[key] = entry
-    last: dict[int, tuple[bytes, bytes | None]] = {}
-    first: list[tuple[int, bytes, bytes | None]] = []
-    for key, value in records.items():
-        p = table.partition_for_key(key)
-        if p in last:
-            first.append((p, *last[p]))
-        last[p] = (key, value)
-    producer = table.app.producer
+    box = Outbox(table.app)
     topic = table.changelog_topic.get_topic_name()
-    tombs = [(table.partition_for_key(k), k, None) for k in tombstones]
-    for batch in (first, [(p, k, v) for p, (k, v) in last.items()], tombs):
-        futures = [await producer.send(topic, k, v, p, None, None) for p, k, v in batch]
-        if futures:
-            await asyncio.gather(*futures)
+    for key, value in records.items():
+        box.add(topic, key, value, partition=table.partition_for_key(key))
+    await box.send(last_alone=True)
+    if tombstones:
+        dead = Outbox(table.app)
+        for key in tombstones:
+            dead.add(topic, key, None, partition=table.partition_for_key(key))
+        await dead.send()
 
 
 class QuietClock:
@@ -165,17 +157,29 @@ class QuietClock:
         self.heard_at[site] = now
         self.before.pop(site, None)
 
-    def quiet_s(self, site: str, partitions: Iterable[int]) -> float:
-        """The site's silence so far, seconds (0 when none is known)."""
+    def cut(self, partitions: Iterable[int]) -> float:
+        """The oldest cut of ``partitions`` (monotonic s; -inf when one has none yet)."""
         cuts = [self.cuts.get(p, -math.inf) for p in partitions]
-        cut = min(cuts) if cuts else -math.inf
+        return min(cuts) if cuts else -math.inf
+
+    def quiet_s(self, site: str, partitions: Iterable[int], cut: float | None = None) -> float:
+        """The site's silence so far, seconds (0 when none is known); ``cut``: the
+        partitions' :meth:`cut`, when the caller has it already."""
+        if cut is None:
+            cut = self.cut(partitions)
         return max(0.0, cut - self.heard_at.get(site, self.since)) + self.before.get(site, 0.0)
+
+    def recent(self, cut: float) -> set[str]:
+        """The sites heard from within ``idle_s`` before ``cut``: not quiet, whatever else."""
+        after = cut - self.idle_s
+        return {site for site, t in self.heard_at.items() if t > after}
 
     def quiet_sites(self, partitions: Iterable[int]) -> int:
         """How many of the sites heard of by this worker are quiet now."""
-        parts = list(partitions)
-        return sum(self.quiet_s(site, parts) >= self.idle_s
-                   for site in {*self.heard_at, *self.before})
+        cut = self.cut(partitions)
+        recent = self.recent(cut)
+        return sum(self.quiet_s(site, (), cut) >= self.idle_s
+                   for site in {*self.heard_at, *self.before} if site not in recent)
 
 
 def owned_partitions(app: Any, topics: Iterable[str]) -> set[int]:
@@ -210,8 +214,14 @@ class SiteTable(faust.Table):
     partition is the site id's.
     """
 
+    _partitioner: Partitioner | None = None
+
     def partition_for_key(self, key: Any) -> int:
-        return partition_for(site_of_key(key), self.partitions or self.app.conf.topic_partitions)
+        part = self._partitioner
+        if part is None:
+            part = self._partitioner = Partitioner(
+                self.partitions or self.app.conf.topic_partitions)
+        return part(site_of_key(key))
 
 
 class StateChainTable(SiteTable):
@@ -406,14 +416,17 @@ class ReadingsAgent(LoopLock):
                 if due is not None:
                     self.quiet.processed(p, due)
             self.quiet_now = self.quiet.quiet_sites(mine)
-            cuts = [self.quiet.cuts.get(p, -math.inf) for p in mine]
-            self.cut_lag_s = now - min(cuts) if cuts else 0.0
+            cut = self.quiet.cut(mine)
+            self.cut_lag_s = now - cut if mine else 0.0
             states = _States(self)
             merged = StepOutput()
+            # A site heard from within the idle time is neither quiet nor running on (its
+            # base is its watermark): most sites of a busy feed, skipped without a look.
+            recent = self.quiet.recent(cut)
             for site in list(states):
-                if self._partition_of(site) not in mine:
-                    continue  # a standby copy of another worker's site
-                quiet = self.quiet.quiet_s(site, mine)
+                if site in recent or self._partition_of(site) not in mine:
+                    continue  # not quiet, or a standby copy of another worker's site
+                quiet = self.quiet.quiet_s(site, (), cut)
                 state = states[site]
                 w = state.windows.watermark
                 if site in self.quiet.heard_at or site in self.quiet.before:
@@ -461,11 +474,10 @@ class ReadingsAgent(LoopLock):
         ``Topic.send`` adds a message object, sensors and callbacks per record, and the
         partition is the producer's default for the key either way.
         """
-        send = self.app.producer.send
-        pending = []
+        box = Outbox(self.app)
         dead = self.deadletter_out.get_topic_name()
         for key, rec in out.deadletters:
-            pending.append(await send(dead, key, orjson.dumps(rec), None, None, None))
+            box.add(dead, key, orjson.dumps(rec))
         rekey = self.rekey_out.get_topic_name()
         for site, m in out.rekey:
             headers = [(ORIGIN_TOPIC, m.topic.encode()),
@@ -473,11 +485,9 @@ class ReadingsAgent(LoopLock):
                        (ORIGIN_OFFSET, str(m.offset).encode())]
             if m.key is not None:
                 headers.append((ORIGIN_KEY, m.key))
-            pending.append(await send(rekey, site.encode(), m.value, None, None, headers))
+            box.add(rekey, site.encode(), m.value, headers)
         closed_at = [(CLOSED_AT, repr(time.time()).encode())]
         aggregates = self.aggregates_out.get_topic_name()
         for site, rec in out.aggregates:
-            pending.append(await send(aggregates, site.encode(), orjson.dumps(rec), None, None,
-                                      closed_at))
-        if pending:
-            await asyncio.gather(*pending)
+            box.add(aggregates, site.encode(), orjson.dumps(rec), closed_at)
+        await box.send()
