@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["window_runs"]
+__all__ = ["window_runs", "window_runs_across"]
 
 
 def window_runs(carry: dict[str, Any], field: str, ts: NDArray[np.float64],
@@ -53,3 +53,50 @@ def window_runs(carry: dict[str, Any], field: str, ts: NDArray[np.float64],
     np.maximum.at(peaks, idx, pos)
     runs[field] = [float(v[-1]), int(pos[-1])]
     return peaks
+
+
+def window_runs_across(runs_before: list[list[float] | None], row_site: NDArray[np.int64],
+                       ts: NDArray[np.float64], values: NDArray[Any], win: NDArray[np.int64],
+                       windows: int) -> tuple[NDArray[np.int64], list[list[float] | None]]:
+    """:func:`window_runs` of one field for many sites' closed windows at once.
+
+    Rows are grouped by site (``row_site``, ascending), each in its arrival order; ``win``
+    is each row's window among all ``windows`` of the step (a site's windows consecutive).
+    ``runs_before[k]`` is site ``k``'s ``[last value, run]`` from its carry (None: none
+    yet). Returns the longest run reaching into each window and, per site, its new
+    ``[last value, run]`` (None where the site had no measured value: unchanged). The
+    same numbers as :func:`window_runs` per site: a segment boundary is forced where the
+    site changes, and each site's first segment continues its own carried run.
+    """
+    peaks = np.zeros(windows, dtype=np.int64)
+    after: list[list[float] | None] = [None] * len(runs_before)
+    v = np.asarray(values, dtype=np.float64)
+    keep = ~np.isnan(v)
+    if not keep.any():
+        return peaks, after
+    s, t, w, v = row_site[keep], ts[keep], win[keep], v[keep]
+    order = np.lexsort((t, s))  # by site, then time; stable (arrival order on ties)
+    s, w, v = s[order], w[order], v[order]
+    n = v.size
+    first = np.empty(n, dtype=np.bool_)  # the first row of its site
+    first[0] = True
+    first[1:] = s[1:] != s[:-1]
+    new = first.copy()
+    new[1:] |= v[1:] != v[:-1]
+    seg = np.cumsum(new) - 1
+    pos = np.arange(n, dtype=np.int64) - np.flatnonzero(new)[seg] + 1
+    heads = np.flatnonzero(first)  # each site's first row
+    sites = s[heads]
+    last = np.array([np.nan if runs_before[k] is None else runs_before[k][0]
+                     for k in sites.tolist()], dtype=np.float64)
+    run = np.array([0 if runs_before[k] is None else int(runs_before[k][1])
+                    for k in sites.tolist()], dtype=np.int64)
+    site_of = np.cumsum(first) - 1  # each row's position among the sites with rows
+    goes_on = (seg == seg[heads][site_of]) & (v[heads] == last)[site_of]
+    pos[goes_on] += run[site_of][goes_on]
+    pos[v == 0.0] = 0
+    np.maximum.at(peaks, w, pos)
+    tails = np.append(heads[1:], n) - 1
+    for k, lv, lp in zip(sites.tolist(), v[tails].tolist(), pos[tails].tolist(), strict=True):
+        after[k] = [float(lv), int(lp)]
+    return peaks, after

@@ -11,11 +11,11 @@ from numpy.typing import NDArray
 from .engine.across import ClosedAcross
 from .engine.windows import Closed, EngineConfig
 from .kernels.traffic import traffic_windows
-from .qc import window_runs
+from .qc import window_runs, window_runs_across
 from .readings import Kind
 from .registry import DEFAULT_FREE_FLOW_KPH, Registry, load_registry
 
-__all__ = ["TRAFFIC_FIELDS", "WINDOW_TAGS", "TrafficPipeline"]
+__all__ = ["TRAFFIC_FIELDS", "WINDOW_TAGS", "AcrossRecords", "TrafficPipeline"]
 
 #: Window lengths in seconds and their InfluxDB ``window`` tag.
 WINDOW_TAGS: dict[int, str] = {60: "1m", 900: "15m"}
@@ -25,6 +25,21 @@ TRAFFIC_FIELDS = (
     "flow_vph", "mean_speed_kph", "space_mean_speed_kph", "p85_speed_kph", "hgv_pct",
     "density_vpkm", "congestion_index",
 )
+
+
+@dataclass
+class AcrossRecords:
+    """What :meth:`TrafficPipeline.aggregates_across` made: per site, its records and the
+    flat-line runs its carry takes (None: the carry stays as it was)."""
+
+    records: list[list[dict[str, Any]]]
+    runs: list[dict[str, list[float]] | None]
+
+    def apply(self, k: int, carry: dict[str, Any]) -> None:
+        """Put site ``k``'s new runs in its (copied) carry, as :func:`window_runs` would."""
+        got = self.runs[k]
+        if got is not None:
+            carry.setdefault("runs", {}).update(got)
 
 
 @dataclass
@@ -88,28 +103,38 @@ class TrafficPipeline:
                 out.append(rec)
         return out
 
-    def aggregates_across(self, sites: list[str],
-                          closed: list[ClosedAcross]) -> list[list[dict[str, Any]]] | None:
+    def aggregates_across(self, sites: list[str], closed: list[ClosedAcross],
+                          carries: list[dict[str, Any]]) -> AcrossRecords | None:
         """:meth:`aggregates` of many sites' windows with one kernel call per window length:
-        the records of site ``k`` (``sites[k]``), in the same order and bit for bit.
+        the records of site ``k`` (``sites[k]``, whose carry before the step is
+        ``carries[k]``), in the same order and bit for bit, and the flat-line runs to put in
+        each site's carry (:attr:`AcrossRecords.runs`).
 
-        None when that cannot be so: with the flat-line check (its runs live in each
-        site's carry) or a subclass that makes its own records.
+        None when that cannot be so: a subclass that makes its own records, or that sees
+        accepted readings or heartbeats (its carry could then change before the windows
+        are aggregated, while this reads the carry as it was before the step).
         """
-        if self.stuck_samples is not None or type(self).aggregates is not \
-                TrafficPipeline.aggregates:
+        cls = type(self)
+        if (cls.aggregates is not TrafficPipeline.aggregates
+                or cls.on_accept is not TrafficPipeline.on_accept
+                or cls.on_heartbeat is not TrafficPipeline.on_heartbeat):
             return None
         out: list[list[dict[str, Any]]] = [[] for _ in sites]
+        runs_after: list[dict[str, list[float]] | None] = [None] * len(sites)
         # Registry.free_flow_kph of every site, with one dict lookup each
         known = {sid: t.free_flow_kph for sid, t in self.registry.traffic.items()}
         free_flow = np.array([known.get(s, DEFAULT_FREE_FLOW_KPH) for s in sites],
                              dtype=np.float64)
+        stuck = self.stuck_samples
         for c in closed:
             if not c.starts.size:
                 continue
             m = traffic_windows(c.win, c.cols["speed_kph"], c.cols["class"], c.starts.size,
                                 c.size, free_flow[c.site])
             columns = [(name, getattr(m, name).tolist()) for name in TRAFFIC_FIELDS]
+            peaks: list[tuple[str, list[int]]] = []
+            if stuck is not None and c.size == 60:
+                peaks = self._runs_across(c, carries, runs_after)
             tag = WINDOW_TAGS[c.size]
             for i, (k, start, end, count) in enumerate(zip(
                     c.site.tolist(), c.starts.tolist(), (c.starts + c.size).tolist(),
@@ -120,8 +145,35 @@ class TrafficPipeline:
                     v = values[i]
                     if v == v:  # NaN: undefined for this window, so absent
                         rec[name] = v
+                if peaks and stuck is not None and any(p[i] >= stuck for _, p in peaks):
+                    rec["qc"] = {"stuck": {f: p[i] for f, p in peaks if p[i] >= stuck}}
                 out[k].append(rec)
-        return out
+        return AcrossRecords(out, runs_after)
+
+    def _runs_across(self, c: ClosedAcross, carries: list[dict[str, Any]],
+                     runs_after: list[dict[str, list[float]] | None]) -> list[
+                         tuple[str, list[int]]]:
+        """:meth:`_runs` of every site's 1-minute windows: per checked field, the peak run
+        of each window; ``runs_after[k]`` gets site ``k``'s new runs (an empty dict for a
+        site with windows but no measured value: its carry gets its ``runs`` all the same,
+        as :func:`window_runs` sets it)."""
+        nsites = len(carries)
+        has_windows = np.diff(c.win_bounds) > 0
+        row_site = np.repeat(np.arange(nsites, dtype=np.int64), np.diff(c.row_bounds))
+        for k in np.flatnonzero(has_windows).tolist():
+            runs_after[k] = {}
+        peaks = []
+        for f in self.stuck_fields:
+            before = [carry.get("runs", {}).get(f) for carry in carries]
+            p, after = window_runs_across(before, row_site, c.ts, c.cols[f], c.win,
+                                          c.starts.size)
+            for k, got in enumerate(after):
+                if got is not None:
+                    runs = runs_after[k]
+                    if runs is not None:
+                        runs[f] = got
+            peaks.append((f, p.tolist()))
+        return peaks
 
     def _runs(self, c: Closed, carry: dict[str, Any]) -> dict[str, NDArray[np.int64]]:
         """Flat-line runs per 1-minute window of the checked fields (vehicle counts are

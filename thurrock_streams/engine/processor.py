@@ -33,12 +33,17 @@ __all__ = ["Counters", "Pipeline", "Processor", "SiteState", "StepOutput"]
 log = logging.getLogger(__name__)
 
 
+def _carry_of(state: SiteState | None) -> dict[str, Any]:
+    return state.carry if state is not None else {}
+
+
 class Pipeline(Protocol):
     """A kind of reading: its window lengths, kept columns and aggregate kernels.
 
     Two optional methods let the processor do less per site (it looks them up with
-    ``getattr``): ``aggregates_across(sites, closed)``, the records of many sites' windows
-    (:class:`~.across.ClosedAcross`) at once, or None to be asked per site (see
+    ``getattr``): ``aggregates_across(sites, closed, carries)``, the records of many sites'
+    windows (:class:`~.across.ClosedAcross`) at once and what each site's carry (as it was
+    before the step) takes, or None to be asked per site (see
     :meth:`TrafficPipeline.aggregates_across <thurrock_streams.traffic.TrafficPipeline>`);
     ``accept_is_noop()``, True when :meth:`on_accept` does nothing and may be skipped.
     """
@@ -352,7 +357,7 @@ class Processor:
                                 sub_of_row, rows.ts, rows.cols, now, beat[stepped])
         bounds = np.concatenate(([0], np.cumsum(n_rows[stepped]))).tolist()
         bad: dict[int, list[int]] = {}
-        recs: list[list[dict[str, Any]]] | None = None
+        recs: Any = None  # the pipeline's records of all sites (TrafficPipeline: AcrossRecords)
         accept_noop = False
         acc_l: list[int] = []
         if res is not None:
@@ -364,7 +369,9 @@ class Processor:
                 bad.setdefault(sub_row[j], []).append(j)
             across = getattr(self.pipeline, "aggregates_across", None)
             if across is not None:
-                recs = across([s for s in pos if stepped_l[pos[s]]], res.closed)
+                sites_j = [s for s in pos if stepped_l[pos[s]]]
+                carries = [_carry_of(olds[pos[s]]) for s in sites_j]
+                recs = across(sites_j, res.closed, carries)
             accept_noop = getattr(self.pipeline, "accept_is_noop", lambda: False)()
             acc_l = res.accepted_per_site.tolist()
 
@@ -408,8 +415,9 @@ class Processor:
                 self.pipeline.on_heartbeat(carry, hb.ts)
             new = SiteState(windows, applied[k], carry)
             if recs is not None:
-                if recs[j]:
-                    out.aggregates += [(site, rec) for rec in recs[j]]
+                recs.apply(j, carry)
+                if recs.records[j]:
+                    out.aggregates += [(site, rec) for rec in recs.records[j]]
             else:
                 closed = [c for c in (ca.of_site(j) for ca in res.closed) if c is not None]
                 if closed:
