@@ -702,6 +702,7 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
     ceilings: dict[str, Result] = {}
     ceiling_jobs = {}
     changelog_job = None
+    framed_changelog_job = None
     for i, feed in enumerate(runs):
         # the ceiling first, on the same topic (a consumer of its own: no group, no commit)
         ceiling_jobs[feed.name] = pool.submit(run_ceiling, cfg, feed, prefixes[feed.name],
@@ -714,6 +715,11 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
         results.append(run_worker(cfg, feed, prefixes[feed.name], args.timeout, args.profile,
                                   1.0 if args.smoke else 2.0))
         feed.msgs = []
+        if i == 0:  # the traffic frames: the same, for the bytes a framed reading costs
+            framed_changelog_job = pool.submit(read_changelogs, cfg.bootstrap,
+                                               prefixes[feed.name])
+            if not args.smoke:
+                framed_changelog_job.result()
         if i == 1:  # the single traffic readings: their worker's changelogs, from the broker
             log("reading the single-readings worker's table changelogs back from the broker")
             changelog_job = pool.submit(read_changelogs, cfg.bootstrap, prefixes[feed.name])
@@ -729,6 +735,8 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
         res.ceiling_rps = ceilings[feed.name].rps
     assert changelog_job is not None
     changelogs = changelog_job.result()
+    assert framed_changelog_job is not None
+    framed_changelogs = framed_changelog_job.result()
     pool.shutdown()
     framed_r, single_r = results[0], results[1]
     ceil_framed, ceil_single = ceilings[runs[0].name], ceilings[runs[1].name]
@@ -768,6 +776,12 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
               f"{v['bytes']:>13,} bytes {ratio(v['bytes'], accepted):>9,.1f} bytes/reading")
     if changelogs.compacted:
         print("  (the broker compacted some records away: the bytes are a lower bound)")
+    accepted_framed = int(framed_r.extra.get("counters", {}).get("accepted", 0))
+    framed_reading_bytes = runs[0].value_bytes / max(runs[0].readings, 1)
+    cl_framed = ratio(framed_changelogs.sites_bytes, accepted_framed)
+    print(f"changelogs of the framed worker: {framed_changelogs.sites_bytes:,} bytes of site "
+          f"states for {accepted_framed:,} readings accepted, {cl_framed:,.1f} bytes/reading "
+          f"(a framed reading's share of its message: {framed_reading_bytes:.1f} bytes)")
     print()
     single_label = (f"single readings ({args.sites:,} sites x {args.singles_per_site}), "
                     "readings/s")
@@ -793,6 +807,7 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
     print(f"total bench time {time.monotonic() - t_start:.0f} s")
     report = {"results": [r.__dict__ for r in rows], "inproc": inproc, "before": before,
               "changelogs": changelogs.__dict__, "accepted_single": accepted,
+              "changelogs_framed": framed_changelogs.__dict__,
               "single_reading_bytes": reading_bytes,
               "args": {k: v for k, v in vars(args).items()}}
     (OUT / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(
@@ -815,7 +830,7 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
           f"baseline_vs_ceiling={ratio(b, ceil_single.rps):.4f} "
           f"rss_single_mb={single_r.rss_mb:.0f} "
           f"changelog_bytes_per_single={cl_per:.0f} single_reading_bytes={reading_bytes:.0f} "
-          f"changelog_vs_reading={cl_vs:.2f}")
+          f"changelog_vs_reading={cl_vs:.2f} changelog_bytes_per_framed={cl_framed:.1f}")
     complete = all(r.complete for r in rows)
     return 0 if complete else 1
 

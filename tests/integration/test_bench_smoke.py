@@ -27,7 +27,8 @@ BENCH_LINE = re.compile(
     r"framed_vs_ceiling=(?P<fvc>\d+\.\d{4}) single_vs_ceiling=(?P<svc>\d+\.\d{4}) "
     r"baseline_vs_ceiling=(?P<bvc>\d+\.\d{4}) rss_single_mb=(?P<rss_single>\d+) "
     r"changelog_bytes_per_single=(?P<cl>\d+) single_reading_bytes=(?P<rb>\d+) "
-    r"changelog_vs_reading=(?P<clr>\d+\.\d{2})$")
+    r"changelog_vs_reading=(?P<clr>\d+\.\d{2}) "
+    r"changelog_bytes_per_framed=(?P<clf>\d+\.\d)$")
 TARGET_ROWS = ("traffic frames, readings/s per worker", "single readings (40 sites x 10)",
                "p99 close -> store at paced load, ms", "peak RSS, 40 sites",
                "changelog bytes per accepted single reading")
@@ -62,7 +63,7 @@ def test_bench_smoke_prints_the_bench_line(stack: StackConfig) -> None:
     assert len(singles) == 400
     assert int(m["rb"]) == round(sum(len(v) for _, v in singles) / 400)
     # the worker's site states were read back from the broker's changelog topics
-    assert int(m["cl"]) > 0 and float(m["clr"]) > 0
+    assert int(m["cl"]) > 0 and float(m["clr"]) > 0 and float(m["clf"]) > 0
     assert any(line.strip().startswith("app-traffic-sites-changelog") for line in lines)
     for row in ("ceiling: traffic framed", "ceiling: traffic single readings"):
         assert any(line.startswith(row) for line in lines), row

@@ -22,6 +22,8 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 
+from ..engine import chain
+from ..engine.chain import site_of_key
 from ..engine.processor import Pipeline, Processor, SiteState, StepOutput
 from ..readings import RawMessage
 from ..settings import Settings
@@ -51,7 +53,9 @@ async def retry_kafka(send: Callable[[], Awaitable[None]], what: str) -> None:
     await retry(send, f"{what}: delivery to Kafka", (KafkaError, ProducerSendError))
 
 
-async def store_states(table: Any, records: Mapping[bytes, bytes]) -> None:
+async def store_states(table: Any, records: Mapping[bytes, bytes],
+                       entries: Mapping[bytes, Any] | None = None,
+                       tombstones: Iterable[bytes] = ()) -> None:
     """Put records in a table and return once its changelog holds them (acks=all).
 
     Faust commits source offsets without waiting for the changelog records that table
@@ -60,6 +64,12 @@ async def store_states(table: Any, records: Mapping[bytes, bytes]) -> None:
     before the step ends and the lane marks its offsets committable, keeps the order
     outputs → states → offsets. Rewriting a record is harmless, so a failed try is simply
     repeated.
+
+    ``entries`` (site key -> what the table holds for it), when given, are put in the
+    table instead of the records themselves: a site table of state chains holds one
+    entry per site, the records folded (:mod:`..engine.chain`). ``tombstones`` (keys) are
+    sent only once every record is stored: they let compaction drop records the new ones
+    made obsolete, and must never reach the log before those.
 
     The records go straight to the producer, all of a step's at once, not through Faust's
     ``send_changelog`` (its buffer sends one record at a time, ≈120 µs each, and holds
@@ -72,12 +82,22 @@ async def store_states(table: Any, records: Mapping[bytes, bytes]) -> None:
     a broker whose end offset is the last record *batch*'s first offset + 1 (Tansu, the
     local stack's broker) would otherwise hide the tail of that batch from recovery.
     """
+    if entries is None:
+        for key, value in records.items():
+            table.data[key] = value  # the table's contents; the changelog record follows
+    else:
+        for key, entry in entries.items():
+            table.data[key] = entry
     box = Outbox(table.app)
     topic = table.changelog_topic.get_topic_name()
     for key, value in records.items():
-        table.data[key] = value  # the table's contents; the changelog record follows
         box.add(topic, key, value, partition=table.partition_for_key(key))
     await box.send(last_alone=True)
+    if tombstones:
+        dead = Outbox(table.app)
+        for key in tombstones:
+            dead.add(topic, key, None, partition=table.partition_for_key(key))
+        await dead.send()
 
 
 class QuietClock:
@@ -189,7 +209,9 @@ class SiteTable(faust.Table):
 
     Faust would write a table key to the partition of the event being processed; a
     site's state must live in the partition its readings hash to, whichever topic or
-    timer wrote it, so that the worker owning the readings also owns the state.
+    timer wrote it, so that the worker owning the readings also owns the state. A key
+    may carry a suffix after a ``\\x00`` (a delta record's, :mod:`..engine.chain`): the
+    partition is the site id's.
     """
 
     _partitioner: Partitioner | None = None
@@ -199,11 +221,31 @@ class SiteTable(faust.Table):
         if part is None:
             part = self._partitioner = Partitioner(
                 self.partitions or self.app.conf.topic_partitions)
-        return part(key)
+        return part(site_of_key(key))
+
+
+class StateChainTable(SiteTable):
+    """A site table whose changelog holds each site as a base record and deltas.
+
+    Recovery and standbys fold the records (:func:`..engine.chain.fold`) into one entry per
+    site, the tuple of its current records: ``keys()``, ``len`` and ``get`` see sites only.
+    """
+
+    def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
+        store: Any = self.data  # Faust's memory store (the app's store is memory://)
+        data = store.data
+        key_partition = store._key_partition  # as the memory store keeps it
+        for event in batch:
+            m = event.message
+            site = chain.fold(data, m.key, m.value)
+            if site in data:
+                key_partition[site] = m.partition
+            else:
+                key_partition.pop(site, None)
 
 
 class _States(Mapping[str, SiteState]):
-    """The table seen as decoded site states, decoding each stored record once."""
+    """The table seen as decoded site states, decoding each stored entry once."""
 
     def __init__(self, owner: ReadingsAgent) -> None:
         self._owner = owner
@@ -215,7 +257,7 @@ class _States(Mapping[str, SiteState]):
         cached = self._owner.cache.get(site)
         if cached is not None and cached[0] is raw:
             return cached[1]
-        state = SiteState.decode(raw)
+        state = chain.decode_entry(raw)
         self._owner.cache[site] = (raw, state)
         return state
 
@@ -246,11 +288,12 @@ class ReadingsAgent(LoopLock):
                                         internal=True, **raw)
         self.deadletter_out = app.topic(settings.topic(deadletter), partitions=n,
                                         internal=True, **raw)
-        self.table: Any = app.tables.add(SiteTable(
+        self.table: Any = app.tables.add(StateChainTable(
             app, name=f"{self.kind}-sites", partitions=n,
             key_type=bytes, value_type=bytes,  # bytes -> Faust's "raw" codec, both ways
             help=f"{self.kind} site states (windows, watermark, applied offsets)"))
-        self.cache: dict[str, tuple[bytes, SiteState]] = {}
+        self.cache: dict[str, tuple[Any, SiteState]] = {}
+        self.chains: dict[str, chain.Chain] = {}  # per site: what its next record follows
         self.quiet = QuietClock(settings.idle_flush_s)
         self.quiet_now = 0  # quiet sites at the last check, for /counters
         self.cut_lag_s = math.inf  # how far back silence is known to hold (s)
@@ -404,12 +447,29 @@ class ReadingsAgent(LoopLock):
 
     async def _deliver(self, out: StepOutput) -> None:
         await retry_kafka(lambda: self._send(out), self.kind)
-        records = {}
+        records: dict[bytes, bytes] = {}
+        entries: dict[bytes, chain.Entry] = {}
+        tombstones: list[bytes] = []
+        data = self.table.data
         for site, state in out.changed.items():
-            data = state.encode()
-            records[site.encode()] = data
-            self.cache[site] = (data, state)
-        await retry_kafka(lambda: store_states(self.table, records), self.kind)
+            key = site.encode()
+            before = self.chains.get(site)
+            entry = data.get(key)
+            if entry is None:
+                before = None
+            elif before is None or before.entry is not entry:  # recovered, or a standby's
+                cached = self.cache.get(site)
+                old = cached[1] if cached is not None and cached[0] is entry \
+                    else chain.decode_entry(entry)
+                before = chain.chain_of(entry, old)
+            recs, tombs, after = chain.write(key, state, before)
+            records.update(recs)
+            tombstones += tombs
+            entries[key] = after.entry
+            self.chains[site] = after
+            self.cache[site] = (after.entry, state)
+        await retry_kafka(lambda: store_states(self.table, records, entries, tombstones),
+                          self.kind)
 
     async def _send(self, out: StepOutput) -> None:
         """Send a step's outputs and wait until Kafka holds them all.

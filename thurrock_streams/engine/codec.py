@@ -14,10 +14,12 @@ from typing import Any
 import numpy as np
 import orjson
 
-__all__ = ["StateWriter", "decode_state", "encode_state"]
+__all__ = ["ALLOWED_DTYPES", "StateWriter", "decode_state", "encode_state"]
 
 _MAGIC = b"TSS1"
-_ALLOWED = frozenset("?bBhHiIlLqQefdg")
+ALLOWED_DTYPES = frozenset("?bBhHiIlLqQefdg")
+"""The array dtypes a state record may hold (numpy type characters): plain numbers only."""
+_ALLOWED = ALLOWED_DTYPES
 _DTYPE_STR: dict[np.dtype[Any], str] = {}  # allowed dtypes met so far, and their names
 
 
