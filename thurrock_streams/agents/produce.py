@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-__all__ = ["BATCH_BYTES", "Outbox", "Partitioner", "partition_for"]
+__all__ = ["BATCH_BYTES", "Outbox", "Partitioner", "partition_for", "shared_partitioner"]
 
 #: Bytes a record batch holds at most (the first record of a batch always fits). Below
 #: Kafka's default ``message.max.bytes`` (1 MiB) with room for the batch's own framing.
@@ -58,13 +58,16 @@ class Partitioner:
         return p
 
 
-_PARTITIONERS: dict[str, Partitioner] = {}  # per topic, for its partition count
+_PARTITIONERS: dict[int, Partitioner] = {}  # per partition count
 
 
-def _partitioner(topic: str, partitions: int) -> Partitioner:
-    got = _PARTITIONERS.get(topic)
-    if got is None or got.partitions != partitions:
-        got = _PARTITIONERS[topic] = Partitioner(partitions)
+def shared_partitioner(partitions: int) -> Partitioner:
+    """The process's :class:`Partitioner` for ``partitions``: a key's partition depends on
+    the key and the count alone, so a site's is hashed once for its table, its aggregates
+    and its re-keyed messages."""
+    got = _PARTITIONERS.get(partitions)
+    if got is None:
+        got = _PARTITIONERS[partitions] = Partitioner(partitions)
     return got
 
 
@@ -113,7 +116,7 @@ class Outbox:
                 if p is None:
                     if part is None:
                         n = len(await producer.client._wait_on_metadata(topic))
-                        part = _partitioner(topic, n)
+                        part = shared_partitioner(n)
                     p = part(key)
                 run = runs.get((topic, p))
                 if run is None:

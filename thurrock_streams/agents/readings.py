@@ -29,7 +29,7 @@ from ..readings import RawMessage
 from ..settings import Settings
 from ..topics import ORIGIN_KEY, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC
 from .lane import Lane, owned_tps, retry, tables_ready
-from .produce import Outbox, Partitioner, partition_for
+from .produce import Outbox, Partitioner, partition_for, shared_partitioner
 
 __all__ = ["ReadingsAgent", "partition_for"]
 
@@ -219,7 +219,7 @@ class SiteTable(faust.Table):
     def partition_for_key(self, key: Any) -> int:
         part = self._partitioner
         if part is None:
-            part = self._partitioner = Partitioner(
+            part = self._partitioner = shared_partitioner(
                 self.partitions or self.app.conf.topic_partitions)
         return part(site_of_key(key))
 
@@ -320,7 +320,7 @@ class ReadingsAgent(LoopLock):
         if p is None:
             if len(self._partitions) > 200_000:
                 self._partitions.clear()
-            p = self._partitions[site] = partition_for(site.encode(), self.partitions)
+            p = self._partitions[site] = shared_partitioner(self.partitions)(site.encode())
         return p
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
