@@ -101,6 +101,19 @@ def same(a: StepOutput, b: StepOutput) -> None:
     assert a.counts == b.counts
 
 
+def feed_batches(kind: str, msgs: list[tuple[str | None, bytes]], parts: list[int],
+                 cuts: list[int]) -> tuple[list[RawMessage], list[int]]:
+    """The messages with their offsets per source partition, and the batch bounds
+    ``cuts`` make (each batch is ``raws[a:z]`` for consecutive bounds)."""
+    offsets = [0, 0]
+    raws = []
+    for (site, value), p in zip(msgs, parts, strict=False):
+        raws.append(RawMessage(TOPIC[kind], p, offsets[p], None if site is None
+                               else site.encode(), value))
+        offsets[p] += 1
+    return raws, sorted({0, len(raws), *(c for c in cuts if 0 < c < len(raws))})
+
+
 def drive(kind: str, msgs: list[tuple[str | None, bytes]], parts: list[int],
           cuts: list[int], replays: list[int], stored: list[int], quiet: list[float],
           stuck: bool = False, rekey: bool = True) -> tuple[Processor, Processor]:
@@ -108,13 +121,7 @@ def drive(kind: str, msgs: list[tuple[str | None, bytes]], parts: list[int],
     judge = Processor(pipeline(kind, stuck), partition_of if rekey else None, across=False)
     fast = Processor(pipeline(kind, stuck), partition_of if rekey else None)
     states: tuple[dict[str, SiteState], dict[str, SiteState]] = ({}, {})
-    offsets = [0, 0]
-    raws = []
-    for (site, value), p in zip(msgs, parts, strict=False):
-        raws.append(RawMessage(TOPIC[kind], p, offsets[p], None if site is None
-                               else site.encode(), value))
-        offsets[p] += 1
-    bounds = sorted({0, len(raws), *(c for c in cuts if 0 < c < len(raws))})
+    raws, bounds = feed_batches(kind, msgs, parts, cuts)
     forwarded: list[RawMessage] = []
     for n, (a, z) in enumerate(itertools.pairwise(bounds)):
         batch = forwarded + raws[a:z]

@@ -27,7 +27,7 @@ from thurrock_streams.engine.processor import Processor, SiteState
 from thurrock_streams.engine.windows import SiteWindows
 from thurrock_streams.readings import RawMessage
 
-from .test_across import MIXES, NOW, TOPIC, message, partition_of, pipeline
+from .test_across import MIXES, NOW, feed_batches, message, partition_of, pipeline
 
 Log = list[tuple[bytes, bytes | None]]
 
@@ -105,13 +105,7 @@ def run(kind: str, across: bool, msgs: list[tuple[str | None, bytes]], parts: li
     proc = Processor(pipeline(kind), partition_of, across=across)
     states: dict[str, SiteState] = {}
     writer = Writer()
-    offsets = [0, 0]
-    raws = []
-    for (site, value), p in zip(msgs, parts, strict=False):
-        raws.append(RawMessage(TOPIC[kind], p, offsets[p], None if site is None
-                               else site.encode(), value))
-        offsets[p] += 1
-    bounds = sorted({0, len(raws), *(c for c in cuts if 0 < c < len(raws))})
+    raws, bounds = feed_batches(kind, msgs, parts, cuts)
     forwarded: list[RawMessage] = []
     for n, (a, z) in enumerate(itertools.pairwise(bounds)):
         out = proc.step(forwarded + raws[a:z], states, NOW)
