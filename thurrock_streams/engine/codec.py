@@ -35,10 +35,7 @@ def encode_state(state: dict[str, Any]) -> bytes:
 
 class StateWriter:
     """Builds one record: the header's values, with arrays moved to the body in the order
-    they are met. :func:`encode_state` walks any dict with :meth:`value`; a caller that
-    knows its state's shape (:meth:`SiteState.encode`) builds the header directly with
-    :meth:`number` and :meth:`array` and gets the same bytes, without the walk's cost.
-    """
+    they are met (:func:`encode_state` walks a dict with :meth:`value`)."""
 
     __slots__ = ("chunks", "offset")
 
@@ -59,12 +56,6 @@ class StateWriter:
         self.chunks.append(data)
         self.offset += len(data)
         return ref
-
-    def number(self, v: Any) -> Any:
-        """A float as the header holds it (non-finite ones spelled out); else :meth:`value`."""
-        if type(v) is float:
-            return v if v - v == 0.0 else {"$f": repr(v)}  # v - v is NaN for NaN and inf
-        return self.value(v)
 
     def value(self, v: Any) -> Any:
         """Any JSON value or array, walked."""

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 
 from ..readings import Batch, Heartbeat, Kind, RawMessage, Rejected, decode_batch
 from .across import can_take, ingest_across
-from .codec import StateWriter, decode_state
+from .codec import decode_state, encode_state
 from .windows import Closed, EngineConfig, SiteWindows
 
 __all__ = ["Counters", "Pipeline", "Processor", "SiteState", "StepOutput"]
@@ -86,30 +86,12 @@ class SiteState:
                          copy.deepcopy(self.carry) if self.carry else {})
 
     def encode(self) -> bytes:
-        """Serialise for the changelog (see :mod:`.codec`).
-
-        The bytes of ``encode_state({"w": windows.to_state(), "applied": ...,
-        "carry": ...})``, built without walking that dict (a step encodes every state it
-        changed).
+        """The whole state as one TSS1 record (:mod:`.codec`), the format the readings
+        agents stored before base and delta records (:mod:`.chain`, which still reads it):
+        tests and benchmarks use it as a state's exact bytes.
         """
-        wr = StateWriter()
-        w = self.windows
-        num = wr.number
-        buf_ts = wr.array(w.buf_ts) if type(w.buf_ts) is np.ndarray else wr.value(w.buf_ts)
-        return wr.finish({
-            "w": {
-                "watermark": num(w.watermark),
-                "closed_until": {str(k): num(v) for k, v in w.closed_until.items()},
-                "next_emit": {str(k): num(v) for k, v in w.next_emit.items()},
-                "buf_ts": buf_ts,
-                "buf_cols": {str(k): wr.array(v) if type(v) is np.ndarray else wr.value(v)
-                             for k, v in w.buf_cols.items()},
-                "span_end": {str(k): num(v) for k, v in w.span_end.items()},
-                "run_to": num(w.run_to),
-            },
-            "applied": wr.value(self.applied),
-            "carry": wr.value(self.carry) if self.carry else {},
-        })
+        return encode_state({"w": self.windows.to_state(), "applied": self.applied,
+                             "carry": self.carry})
 
     @classmethod
     def decode(cls, data: bytes) -> SiteState:
