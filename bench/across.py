@@ -7,7 +7,8 @@ machine load, and prints one JSON object: for each feed and path the best of
 ``--repeat`` runs of
 
 - ``step``: ``Processor.step`` alone (decode, route, windows, aggregates, new states);
-- ``step_encode``: the same plus encoding every changed state, as ``_deliver`` does;
+- ``step_encode``: the same plus encoding every changed state, as ``_deliver`` does
+  (``inproc.state_writer``);
 
 as readings/s and site-steps/s (a site-step: one site touched by one step), and the
 ratio of the two paths. Feeds: ``singles`` (``--sites`` sites × ``--per-site`` single
@@ -33,6 +34,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import feeds
+from inproc import state_writer
 
 from thurrock_streams.engine.processor import Processor, SiteState
 from thurrock_streams.readings import RawMessage
@@ -57,13 +59,14 @@ def run(msgs: list[RawMessage], batch: int, across: bool, encode: bool) -> tuple
     now = feeds.T0 + 10**6
     site_steps = 0
     outs: list[Any] = []
+    write = state_writer()
     t = time.perf_counter()
     for i in range(0, len(msgs), batch):
         out = proc.step(msgs[i:i + batch], states, now)
         site_steps += len(out.changed)
         if encode:
-            for st in out.changed.values():
-                st.encode()
+            for site, st in out.changed.items():
+                write(site, st)
         states.update(out.changed)
         outs.append(out.aggregates)
     took = time.perf_counter() - t

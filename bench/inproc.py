@@ -49,16 +49,33 @@ def raw(msgs: list[feeds.Msg], topic: str) -> list[RawMessage]:
     return [RawMessage(topic, 0, i, k, v) for i, (k, v) in enumerate(msgs)]
 
 
+def state_writer() -> Callable[[str, SiteState], Any]:
+    """Encode a changed state as the readings agent stores it: a base or delta record
+    against the site's last one (``engine/chain.py``); in a tree from before those (an
+    older tree run with ``--code-rev``), the site's whole state (``SiteState.encode``)."""
+    try:
+        from thurrock_streams.engine import chain
+    except ImportError:
+        return lambda site, st: st.encode()
+    chains: dict[str, Any] = {}
+
+    def write(site: str, st: SiteState) -> None:
+        _, _, chains[site] = chain.write(site.encode(), st, chains.get(site))
+
+    return write
+
+
 def run_steps(pipeline: Any, msgs: list[RawMessage], batch: int) -> tuple[int, list[Any]]:
     """Drive the processor like the agent: batches, states carried, changed states encoded."""
     proc = Processor(pipeline)
     states: dict[str, SiteState] = {}
     aggs: list[Any] = []
     now = feeds.T0 + 10**6
+    write = state_writer()
     for i in range(0, len(msgs), batch):
         out = proc.step(msgs[i:i + batch], states, now)
         for site, st in out.changed.items():
-            st.encode()
+            write(site, st)
             states[site] = st
         aggs += out.aggregates
     return proc.counters.readings_in, aggs
