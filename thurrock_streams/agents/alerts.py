@@ -45,7 +45,6 @@ from .readings import (
     LoopLock,
     SiteTable,
     owned_partitions,
-    partition_for,
     retry_kafka,
     store_states,
 )
@@ -94,7 +93,6 @@ class AlertAgent(LoopLock):
         self.engine = AlertEngine(rules)
         self.counters = AlertCounters()
         n = settings.topic_partitions
-        self.partitions = n
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.kind_of = {settings.topic(TRAFFIC_AGGREGATES): "traffic",
                         settings.topic(AIR_AGGREGATES): "air"}
@@ -157,7 +155,7 @@ class AlertAgent(LoopLock):
         mine = owned_partitions(self.app, self.kind_of)
         for key in list(self.table.keys()):
             site = key.decode()
-            if partition_for(key, self.partitions) not in mine:
+            if self.table.partition_for_key(key) not in mine:
                 continue  # a standby copy of another worker's site
             for kind, ts in self._load(site).seen.items():
                 self.newest.setdefault(kind, {})[site] = ts

@@ -268,6 +268,14 @@ class _States(Mapping[str, SiteState]):
         return len(self._owner.table)
 
 
+def _forwarded(m: Any) -> RawMessage:
+    """A message of the re-key topic as the original it forwards (its headers name it)."""
+    h = {k: v for k, v in (m.headers or [])}
+    key = h.get(ORIGIN_KEY)  # the original key; None when it had none
+    return RawMessage(h[ORIGIN_TOPIC].decode(), int(h[ORIGIN_PARTITION]),
+                      int(h[ORIGIN_OFFSET]), key, m.value, forwarded=True)
+
+
 class ReadingsAgent(LoopLock):
     """Binds one pipeline (traffic or air) to the app."""
 
@@ -297,7 +305,7 @@ class ReadingsAgent(LoopLock):
         self.quiet = QuietClock(settings.idle_flush_s)
         self.quiet_now = 0  # quiet sites at the last check, for /counters
         self.cut_lag_s = math.inf  # how far back silence is known to hold (s)
-        self._partitions: dict[str, int] = {}
+        self._partitioner = shared_partitioner(n)  # the site topics' partition of a key
         # per site not heard of since the takeover: where its running watermark had got to
         self._carry: dict[str, float] = {}
         self._owned_now: set[int] = set()
@@ -316,12 +324,7 @@ class ReadingsAgent(LoopLock):
         app.on_partitions_assigned.connect(self._on_assigned)
 
     def _partition_of(self, site: str) -> int:
-        p = self._partitions.get(site)
-        if p is None:
-            if len(self._partitions) > 200_000:
-                self._partitions.clear()
-            p = self._partitions[site] = shared_partitioner(self.partitions)(site.encode())
-        return p
+        return self._partitioner(site.encode())
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
         # Quiet time counts from the takeover: a restart or a rebalance is no silence.
@@ -337,17 +340,9 @@ class ReadingsAgent(LoopLock):
     async def _step_messages(self, messages: list[Any]) -> None:
         rekey = self.rekey_out.get_topic_name()
         await self.step_chunks([
-            self._raw(m) if m.topic == rekey
+            _forwarded(m) if m.topic == rekey
             else RawMessage(m.topic, m.partition, m.offset, m.key, m.value)
             for m in messages])
-
-    def _raw(self, m: Any) -> RawMessage:
-        if m.topic == self.rekey_out.get_topic_name():
-            h = {k: v for k, v in (m.headers or [])}
-            key = h.get(ORIGIN_KEY)  # the original key; None when it had none
-            return RawMessage(h[ORIGIN_TOPIC].decode(), int(h[ORIGIN_PARTITION]),
-                              int(h[ORIGIN_OFFSET]), key, m.value, forwarded=True)
-        return RawMessage(m.topic, m.partition, m.offset, m.key, m.value)
 
     async def step_chunks(self, messages: list[RawMessage]) -> None:
         """Step a batch in arrival order, in chunks of at most ``step_max_bytes``.
