@@ -78,9 +78,11 @@ async def store_states(table: Any, records: Mapping[bytes, bytes],
     has nothing to do here.
 
     The last record of each changelog partition is sent on its own, after the others
-    (:meth:`.Outbox.send`, ``last_alone``):
-    a broker whose end offset is the last record *batch*'s first offset + 1 (Tansu, the
-    local stack's broker) would otherwise hide the tail of that batch from recovery.
+    (:meth:`.Outbox.send`, ``last_alone``), and so is the last tombstone: a broker whose
+    end offset is the last record *batch*'s first offset + 1 (Tansu, the local stack's
+    broker) would otherwise hide the tail of that batch from recovery, and a worker that
+    had already read that tail as a standby would stop at Faust's consistency check
+    (persisted offset above the high watermark) when the partition became active.
     """
     if entries is None:
         for key, value in records.items():
@@ -97,7 +99,7 @@ async def store_states(table: Any, records: Mapping[bytes, bytes],
         dead = Outbox(table.app)
         for key in tombstones:
             dead.add(topic, key, None, partition=table.partition_for_key(key))
-        await dead.send()
+        await dead.send(last_alone=True)
 
 
 class QuietClock:
