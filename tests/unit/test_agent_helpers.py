@@ -240,6 +240,7 @@ def test_a_rebalance_withdraws_undelivered_events_without_acknowledging_them() -
 def test_a_cancelled_sink_marks_its_batch_committable_only_after_writing_it() -> None:
     """A worker stopping during a store outage cancels the sink mid-write: the write runs
     on to its end before the offsets are committable, and the cancellation then ends it."""
+    from thurrock_streams.adapters.influx import InfluxWriter
     from thurrock_streams.agents.sink import SinkAgent
 
     log: list[str] = []
@@ -251,6 +252,7 @@ def test_a_cancelled_sink_marks_its_batch_committable_only_after_writing_it() ->
 
     sink = object.__new__(SinkAgent)
     sink.settings = Settings(sink_batch_size=10)
+    sink.writer = InfluxWriter(sink.settings, post=write)  # opened at start: no client here
     sink.lane = assigned_lane({TopicPartition("t", 0): 0})
     sink.write_messages = write  # type: ignore[method-assign]
     tp = TopicPartition("t", 0)

@@ -172,3 +172,28 @@ def test_store_states_ends_every_changelog_partition_with_a_batch_of_one_record(
         dead = [(k, None) for k in tombstones if _kafka_partition(k) == p]
         # Records first, tombstones after them, nothing lost or repeated.
         assert got.get(p, []) == mine + dead
+
+
+def test_murmur2_many_is_kafkas_murmur2_for_keys_of_every_length() -> None:
+    import numpy as np
+
+    from thurrock_streams.agents.produce import murmur2_many
+
+    rng = np.random.default_rng(20261202)
+    keys = [bytes(rng.integers(0, 256, int(n), dtype=np.uint8))
+            for n in rng.integers(0, 70, 3000)]
+    keys += [b"", b"\x00", b"\xff" * 4, b"\xff" * 7, "Tilbury-Dock-Rd-ñ".encode()]
+    assert murmur2_many(keys).tolist() == [murmur2(k) for k in keys]  # aiokafka's, per key
+
+
+def test_partitioner_many_gives_each_keys_default_partition_within_its_bound() -> None:
+    from thurrock_streams.agents.produce import Partitioner
+
+    keys = [b"site-%d" % (i % 250) for i in range(1000)]
+    part = Partitioner(PARTITIONS, max_keys=100)
+    assert part(b"site-3") == _kafka_partition(b"site-3")
+    assert part.many(keys) == [_kafka_partition(k) for k in keys]
+    assert len(part._of) == 250  # passing the bound cleared it; this call's keys are kept
+    more = [b"other-%d" % i for i in range(60)]
+    assert part.many(more + keys[:3]) == [_kafka_partition(k) for k in more + keys[:3]]
+    assert len(part._of) == 63  # cleared again: only the last call's keys

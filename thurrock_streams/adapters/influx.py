@@ -299,16 +299,23 @@ class InfluxWriter:
         self._tls = tls_options(settings)  # a bad INFLUX_CA_FILE stops the worker at start
         self._post = post or self._post_influx
 
-    async def _post_influx(self, lines: list[str]) -> None:
-        from influxdb_client.client.exceptions import InfluxDBError
-        from influxdb_client.client.influxdb_client_async import (
-            InfluxDBClientAsync,
-        )
+    def open(self) -> None:
+        """Create the HTTP client now rather than at the first write (its TLS context costs
+        ≈ 25 ms, which the first window closed would otherwise wait for). Call it inside
+        the event loop; writing opens it all the same."""
+        if self._client is None and self._post == self._post_influx:
+            from influxdb_client.client.influxdb_client_async import (
+                InfluxDBClientAsync,
+            )
 
-        if self._client is None:
             self._client = InfluxDBClientAsync(
                 url=self.settings.influx_url, token=self.settings.influx_token.get() or "none",
                 org=self.settings.influx_org, timeout=10_000, **self._tls)
+
+    async def _post_influx(self, lines: list[str]) -> None:
+        from influxdb_client.client.exceptions import InfluxDBError
+
+        self.open()
         try:
             await self._client.write_api().write(
                 bucket=self.settings.influx_bucket, record="\n".join(lines),

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
-__all__ = ["BATCH_BYTES", "Outbox", "Partitioner", "partition_for", "shared_partitioner"]
+__all__ = ["BATCH_BYTES", "Outbox", "Partitioner", "murmur2_many", "partition_for",
+           "shared_partitioner"]
 
 #: Bytes a record batch holds at most (the first record of a batch always fits). Below
 #: Kafka's default ``message.max.bytes`` (1 MiB) with room for the batch's own framing.
@@ -36,6 +39,57 @@ _NO_HEADERS: Headers = []  # aiokafka's record builder takes a list (it only rea
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partition for a key (murmur2, as the Java and Python clients)."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+_M = np.uint32(0x5BD1E995)  # murmur2's mixing constant
+_SEED = 0x9747B28C
+
+
+def murmur2_many(keys: Sequence[bytes]) -> np.ndarray[Any, np.dtype[np.uint32]]:
+    """murmur2 of each key (unsigned 32-bit, as :func:`aiokafka.partitioner.murmur2`), with
+    numpy: the keys of one length hashed together, a few array operations per 4 bytes of
+    key instead of ≈ 3 µs of Python per key.
+
+    >>> from aiokafka.partitioner import murmur2
+    >>> keys = [b"", b"a", b"ab", b"abc", b"A13-eb-0001", b"M25-J30-cw"]
+    >>> murmur2_many(keys).tolist() == [murmur2(k) for k in keys]
+    True
+    """
+    out = np.empty(len(keys), dtype=np.uint32)
+    by_len: dict[int, list[int]] = {}
+    for i, k in enumerate(keys):
+        got = by_len.get(len(k))
+        if got is None:
+            by_len[len(k)] = [i]
+        else:
+            got.append(i)
+    with np.errstate(over="ignore"):  # uint32 arithmetic wraps, as the algorithm's & 0xFFFFFFFF
+        for length, idx in by_len.items():
+            h = np.full(len(idx), (_SEED ^ length) & 0xFFFFFFFF, dtype=np.uint32)
+            data = np.frombuffer(b"".join([keys[i] for i in idx]),
+                                 dtype=np.uint8).reshape(len(idx), length)
+            whole = length // 4
+            if whole:
+                words = np.ascontiguousarray(data[:, :4 * whole]).view("<u4")
+                for j in range(whole):
+                    mix = words[:, j] * _M
+                    mix ^= mix >> np.uint32(24)
+                    mix *= _M
+                    h *= _M
+                    h ^= mix
+            tail, at = length % 4, length & ~3
+            if tail >= 3:
+                h ^= data[:, at + 2].astype(np.uint32) << np.uint32(16)
+            if tail >= 2:
+                h ^= data[:, at + 1].astype(np.uint32) << np.uint32(8)
+            if tail >= 1:
+                h ^= data[:, at].astype(np.uint32)
+                h *= _M
+            h ^= h >> np.uint32(13)
+            h *= _M
+            h ^= h >> np.uint32(15)
+            out[idx] = h
+    return out
 
 
 class Partitioner:
@@ -56,6 +110,21 @@ class Partitioner:
                 self._of.clear()
             p = self._of[key] = partition_for(key, self.partitions)
         return p
+
+    def many(self, keys: Sequence[bytes]) -> list[int]:
+        """The partition of each key, as :meth:`__call__`; the keys not seen before are
+        hashed together (:func:`murmur2_many`)."""
+        of = self._of
+        distinct = dict.fromkeys(keys)
+        new = [k for k in distinct if k not in of]
+        if new:
+            if len(of) + len(new) > self.max_keys:
+                of.clear()  # as __call__ does, then every key of this call is new
+                new = list(distinct)
+            hashes = ((murmur2_many(new) & np.uint32(0x7FFFFFFF))
+                      % np.uint32(self.partitions)).tolist()
+            of.update(zip(new, hashes, strict=True))
+        return [of[k] for k in keys]
 
 
 _PARTITIONERS: dict[int, Partitioner] = {}  # per partition count

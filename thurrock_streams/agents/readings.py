@@ -246,6 +246,15 @@ class StateChainTable(SiteTable):
                 key_partition.pop(site, None)
 
 
+def _stored(table: Any) -> Mapping[bytes, Any]:
+    """What a site table holds, as the dict its memory store keeps (the app's store is
+    ``memory://``): reading it directly skips Faust's ``Mapping.get``, which raises and
+    catches a KeyError for every site not seen before. A plain mapping standing in for the
+    table (unit tests) is itself."""
+    inner = getattr(getattr(table, "data", None), "data", None)
+    return inner if isinstance(inner, dict) else table
+
+
 class _States(Mapping[str, SiteState]):
     """The table seen as decoded site states, decoding each stored entry once."""
 
@@ -253,15 +262,27 @@ class _States(Mapping[str, SiteState]):
         self._owner = owner
 
     def __getitem__(self, site: str) -> SiteState:
-        raw = self._owner.table.get(site.encode())
-        if raw is None:
+        state = self.get(site)
+        if state is None:
             raise KeyError(site)
+        return state
+
+    def get(self, site: str, default: Any = None) -> Any:
+        # The memory store's dict itself: Mapping.get through the table and its store
+        # raises and catches a KeyError for each site not seen before (a Faust table's
+        # reads only add a sensor call).
+        raw = _stored(self._owner.table).get(site.encode())
+        if raw is None:
+            return default
         cached = self._owner.cache.get(site)
         if cached is not None and cached[0] is raw:
             return cached[1]
         state = chain.decode_entry(raw)
         self._owner.cache[site] = (raw, state)
         return state
+
+    def __contains__(self, site: object) -> bool:
+        return isinstance(site, str) and site.encode() in _stored(self._owner.table)
 
     def __iter__(self) -> Iterator[str]:
         return (k.decode() for k in list(self._owner.table.keys()))
@@ -288,7 +309,8 @@ class ReadingsAgent(LoopLock):
         self.kind = pipeline.kind
         n = settings.topic_partitions
         self.partitions = n
-        self.processor = Processor(pipeline, partition_of=self._partition_of)
+        self.processor = Processor(pipeline, partition_of=self._partition_of,
+                                   partitions_of=self._partitions_of)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         src = settings.topic(source)
         rekey = f"{settings.group_id}-{source}-rekey"
@@ -327,6 +349,9 @@ class ReadingsAgent(LoopLock):
 
     def _partition_of(self, site: str) -> int:
         return self._partitioner(site.encode())
+
+    def _partitions_of(self, sites: list[str]) -> list[int]:
+        return self._partitioner.many([site.encode() for site in sites])
 
     async def _on_assigned(self, *args: Any, **kwargs: Any) -> None:
         # Quiet time counts from the takeover: a restart or a rebalance is no silence.
@@ -447,11 +472,11 @@ class ReadingsAgent(LoopLock):
         records: dict[bytes, bytes] = {}
         entries: dict[bytes, chain.Entry] = {}
         tombstones: list[bytes] = []
-        data = self.table.data
+        data = _stored(self.table)
         for site, state in out.changed.items():
             key = site.encode()
             before = self.chains.get(site)
-            entry = data.get(key)
+            entry = data.get(key)  # the memory store's dict (no KeyError raised per new site)
             if entry is None:
                 before = None
             elif before is None or before.entry is not entry:  # recovered, or a standby's

@@ -54,6 +54,7 @@ class SinkAgent:
         # What is fetched is written at once (no waiting to fill a batch): a window closed
         # reaches the store one fetch after it was sent. The lane finishes a write even
         # when the agent is cancelled (a worker stopping during a store outage).
+        self.writer.open()
         async for take in self.lane.takes(self.settings.sink_batch_size):
             await self.lane.run(take, self.write_messages)
 

@@ -123,24 +123,88 @@ def _check_rows(w: SiteWindows) -> int:
     return n
 
 
+_F64 = np.dtype(np.float64)
+_HEADS: dict[tuple[int, int, int], struct.Struct] = {}  # per (len) of the three dicts
+_LAYOUTS: dict[tuple[tuple[str, np.dtype[Any]], ...], bytes] = {}  # per buffered columns
+_NAMES: dict[str, bytes] = {}  # per applied source
+_CACHE_MAX = 1024  # entries each of those keeps at most (a few are ever met)
+
+
+def _head(a: int, b: int, c: int) -> struct.Struct:
+    """The fixed part of a base for dicts of ``a``, ``b``, ``c`` entries: magic, generation,
+    watermark, run_to, the three dicts (count, then (length, value) pairs), the count of
+    applied sources."""
+    got = _HEADS.get((a, b, c))
+    if got is None:
+        if max(a, b, c) > 255:
+            raise ValueError("more than 255 window lengths")
+        if len(_HEADS) >= _CACHE_MAX:
+            _HEADS.clear()
+        got = _HEADS[(a, b, c)] = struct.Struct(
+            "<4sIdd" + "".join(f"B{'id' * k}" for k in (a, b, c)) + "H")
+    return got
+
+
+def _layout(cols: dict[str, np.ndarray[Any, Any]]) -> bytes:
+    """The column count, then each buffered column's name and dtype."""
+    key = tuple([(k, v.dtype) for k, v in cols.items()])
+    got = _LAYOUTS.get(key)
+    if got is None:
+        if len(cols) > 255:
+            raise ValueError("more than 255 buffered columns")
+        parts = [bytes((len(cols),))]
+        for k, dt in key:
+            dn = _dtype_name(dt)
+            parts += [_name(k), bytes((len(dn),)), dn]
+        if len(_LAYOUTS) >= _CACHE_MAX:
+            _LAYOUTS.clear()
+        got = _LAYOUTS[key] = b"".join(parts)
+    return got
+
+
+def _source_name(src: str) -> bytes:
+    got = _NAMES.get(src)
+    if got is None:
+        if len(_NAMES) >= _CACHE_MAX:
+            _NAMES.clear()
+        got = _NAMES[src] = _name(src)
+    return got
+
+
 def encode_base(state: SiteState, gen: int, carry: bytes | None = None) -> bytes:
-    """A base record of generation ``gen`` holding the whole ``state``."""
+    """A base record of generation ``gen`` holding the whole ``state``.
+
+    Layout (little-endian): ``TSB2``, ``gen`` (u32), watermark and run_to (f64), the
+    closed_until, next_emit and span_end dicts (each a u8 count of (i32 length, f64)
+    pairs), the applied sources (u16 count, each a u16-length name and an i64 offset),
+    the buffered columns (u8 count, each a u16-length name and a u8-length dtype string),
+    the row count and the carry's length (u32 each), the carry (:mod:`.codec`), then the
+    timestamps' and each column's raw bytes. The fixed parts are packed by one cached
+    ``struct`` per shape (a site's record is written on every step that changes it).
+    """
     w = state.windows
-    n = _check_rows(w)
+    ts, cols = w.buf_ts, w.buf_cols
+    n = int(ts.size)
+    if (ts.dtype is not _F64 and ts.dtype != _F64) or ts.ndim != 1:
+        raise TypeError("a site's buffered timestamps must be a 1-D float64 array")
+    shape = (n,)
+    for k, v in cols.items():
+        if v.shape != shape:
+            raise TypeError(f"buffered column {k!r} is not one value per buffered reading")
     carry_b = _carry_bytes(state.carry) if carry is None else carry
-    parts = [_GEN.pack(BASE_MAGIC, gen), _F2.pack(w.watermark, w.run_to),
-             _dict(w.closed_until), _dict(w.next_emit), _dict(w.span_end),
-             _H.pack(len(state.applied))]
-    for src, off in state.applied.items():
-        parts += [_name(src), _Q.pack(off)]
-    if len(w.buf_cols) > 255:
-        raise ValueError("more than 255 buffered columns")
-    parts.append(bytes((len(w.buf_cols),)))
-    for k, v in w.buf_cols.items():
-        dn = _dtype_name(v.dtype)
-        parts += [_name(k), bytes((len(dn),)), dn]
-    parts += [_I.pack(n), _I.pack(len(carry_b)), carry_b, w.buf_ts.tobytes()]
-    parts += [v.tobytes() for v in w.buf_cols.values()]
+    cu, ne, se = w.closed_until, w.next_emit, w.span_end
+    applied = state.applied
+    head = _head(len(cu), len(ne), len(se)).pack(
+        BASE_MAGIC, gen, w.watermark, w.run_to,
+        len(cu), *[x for kv in cu.items() for x in kv],
+        len(ne), *[x for kv in ne.items() for x in kv],
+        len(se), *[x for kv in se.items() for x in kv],
+        len(applied))
+    parts = [head]
+    for src, off in applied.items():
+        parts += [_source_name(src), _Q.pack(off)]
+    parts += [_layout(cols), _I.pack(n), _I.pack(len(carry_b)), carry_b, ts.tobytes()]
+    parts += [v.tobytes() for v in cols.values()]
     return b"".join(parts)
 
 

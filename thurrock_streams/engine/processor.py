@@ -200,9 +200,12 @@ class Processor:
     """Runs steps of one pipeline over the sites of the partitions this worker owns."""
 
     def __init__(self, pipeline: Pipeline, partition_of: Callable[[str], int] | None = None,
-                 counters: Counters | None = None, across: bool = True) -> None:
+                 counters: Counters | None = None, across: bool = True,
+                 partitions_of: Callable[[list[str]], list[int]] | None = None) -> None:
         self.pipeline = pipeline
         self.partition_of = partition_of
+        self.partitions_of = partitions_of
+        """``partition_of`` of many sites at once (the same answers), when given."""
         self.counters = counters if counters is not None else Counters()
         self.across = across
         """True: step the sites of a batch together (:mod:`.across`); False: one site
@@ -482,12 +485,18 @@ class Processor:
             site_of[hb.msg] = hb.site
         if self.partition_of is None:
             return site_of
+        # Each site's partition once (a batch holds many messages of a site).
+        sites = list(dict.fromkeys(site_of.values()))
+        if self.partitions_of is not None:
+            part = dict(zip(sites, self.partitions_of(sites), strict=True))
+        else:
+            part = {site: self.partition_of(site) for site in sites}
         # In arrival (= source offset) order: the site's partition skips any message of a
         # source partition below one it already applied from there.
         for i in sorted(site_of):
             site = site_of[i]
             m = messages[i]
-            if not m.forwarded and self.partition_of(site) != m.partition:
+            if not m.forwarded and part[site] != m.partition:
                 out.rekey.append((site, m))
                 out.counts.rekeyed_messages += 1
                 site_of[i] = ""
