@@ -11,10 +11,14 @@ Run through ``bench/run``. In one run it:
 4. runs the baseline, a plain Faust per-event agent counting readings, on the single
    traffic readings;
 5. per feed, first the ceiling (``bench/ceiling.py``: a bare aiokafka consumer, ``getmany``
-   and ``orjson.loads`` per message, nothing else), then one ``thurrock-streams worker``
-   process on the same topic, filled beforehand; from the worker's ``/counters`` page the
-   time from the first reading consumed to the last aggregate written to the store, the
-   window close → store latency (p50/p99), and from ``/proc`` its peak RSS and CPU time;
+   and ``orjson.loads`` per message, nothing else; best of 3), then ``--worker-runs``
+   (3) ``thurrock-streams worker`` processes one after another, each on its own copy of
+   the feed (a topic filled beforehand); from each worker's ``/counters`` page the time
+   from the first reading consumed to the last aggregate written to the store, the window
+   close → store latency (p50/p99), and from ``/proc`` its peak RSS and CPU time. The
+   fastest run is the feed's figure, as the ceiling's best of 3 is (runs of a second on a
+   shared machine vary by a third); every run's rate is printed beside it, and the peak
+   RSS is the largest of the runs;
 6. after the single traffic readings, reads that worker's table changelogs back from the
    broker: changelog bytes per accepted reading;
 7. runs a worker at a paced load for the close → store latency;
@@ -560,6 +564,18 @@ def fmt(v: float | None, digits: int = 0) -> str:
     return f"{v:,.{digits}f}"
 
 
+def best_run(tries: list[Result]) -> Result:
+    """The fastest complete run of a feed's workers (any run if none completed), noting
+    every run's rate; its peak RSS is the largest of them all."""
+    done = [r for r in tries if r.complete] or tries
+    best = max(done, key=lambda r: r.rps if r.rps == r.rps else -1.0)
+    if len(tries) > 1:
+        best.note = (f"fastest of {len(tries)}: "
+                     + " / ".join(fmt(r.rps) for r in tries) + " " + best.note).strip()
+        best.rss_mb = max(r.rss_mb for r in tries)
+    return best
+
+
 def table(results: list[Result], baseline: float) -> str:
     head = (f"{'run':34} {'readings':>11} {'seconds':>8} {'readings/s':>11} {'x base':>7} "
             f"{'x ceil':>7} {'aggs':>7} {'p50 ms':>7} {'p99 ms':>7} {'RSS MB':>7} "
@@ -621,12 +637,15 @@ def main() -> int:
     p.add_argument("--profile", action="store_true",
                    help="record each worker with py-spy into bench/out/profile-*.txt")
     p.add_argument("--timeout", type=float, default=150.0, help="seconds per run at most")
+    p.add_argument("--worker-runs", type=int, default=3,
+                   help="worker processes per feed, each on its own copy; the fastest counts")
     args = p.parse_args()
     if args.smoke:
         args.sites, args.framed_sites, args.frames_per_site, args.singles_per_site = 40, 40, 1, 10
         args.air_sites, args.baseline_readings, args.timeout = 10, 1000, 60.0
         args.latency_sites, args.latency_ticks = 2, 4
         args.no_air = True
+        args.worker_runs = 1
     args.inproc_frames = 40 if args.smoke else 2000
     args.inproc_singles = 1000 if args.smoke else 50_000
     OUT.mkdir(parents=True, exist_ok=True)
@@ -682,10 +701,12 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
                       len(air_framed) * 1000),
                  Feed("air single samples", "air", "air.readings", air_singles,
                       len(air_singles))]
-    prefixes = {}
+    prefixes: dict[str, list[str]] = {}  # per feed, the prefix of each worker run's topics
     for i, feed in enumerate(runs):
-        prefixes[feed.name] = f"{prefix}{i}-"
-        publish(cfg.bootstrap, f"{prefixes[feed.name]}{feed.topic_suffix}", feed.msgs)
+        prefixes[feed.name] = [f"{prefix}{i}-"] + [f"{prefix}{i}r{k}-"
+                                                    for k in range(2, args.worker_runs + 1)]
+        for p in prefixes[feed.name]:
+            publish(cfg.bootstrap, f"{p}{feed.topic_suffix}", feed.msgs)
     base_feed = Feed("baseline", "traffic", "traffic.readings",
                      singles[:args.baseline_readings], min(len(singles), args.baseline_readings))
     base_prefix = f"{prefix}base-"
@@ -705,24 +726,26 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
     framed_changelog_job = None
     for i, feed in enumerate(runs):
         # the ceiling first, on the same topic (a consumer of its own: no group, no commit)
-        ceiling_jobs[feed.name] = pool.submit(run_ceiling, cfg, feed, prefixes[feed.name],
+        ceiling_jobs[feed.name] = pool.submit(run_ceiling, cfg, feed, prefixes[feed.name][0],
                                               args.timeout, 1 if args.smoke else 3)
         if not args.smoke:
             log(f"ceiling: bare aiokafka consumer on {feed.name}, {feed.messages:,} messages")
             ceiling_jobs[feed.name].result()
         log(f"worker: {feed.name}, {feed.readings:,} readings"
             + (f", {feed.windows:,} aggregates expected" if feed.windows is not None else ""))
-        results.append(run_worker(cfg, feed, prefixes[feed.name], args.timeout, args.profile,
-                                  1.0 if args.smoke else 2.0))
+        tries = [run_worker(cfg, feed, p, args.timeout, args.profile and k == 0,
+                            1.0 if args.smoke else 2.0)
+                 for k, p in enumerate(prefixes[feed.name])]
+        results.append(best_run(tries))
         feed.msgs = []
         if i == 0:  # the traffic frames: the same, for the bytes a framed reading costs
             framed_changelog_job = pool.submit(read_changelogs, cfg.bootstrap,
-                                               prefixes[feed.name])
+                                               prefixes[feed.name][0])
             if not args.smoke:
                 framed_changelog_job.result()
         if i == 1:  # the single traffic readings: their worker's changelogs, from the broker
             log("reading the single-readings worker's table changelogs back from the broker")
-            changelog_job = pool.submit(read_changelogs, cfg.bootstrap, prefixes[feed.name])
+            changelog_job = pool.submit(read_changelogs, cfg.bootstrap, prefixes[feed.name][0])
             if not args.smoke:
                 changelog_job.result()
 
@@ -772,7 +795,7 @@ def _bench(args: argparse.Namespace, cfg: StackConfig, t_start: float) -> int:
     print(f"changelogs of the single-readings worker ({accepted:,} readings accepted, "
           f"{reading_bytes:.0f} bytes per reading's message value):")
     for t, v in changelogs.topics.items():
-        print(f"  {t.removeprefix(prefixes[single_feed.name]):40} {v['records']:>9,} records "
+        print(f"  {t.removeprefix(prefixes[single_feed.name][0]):40} {v['records']:>9,} records "
               f"{v['bytes']:>13,} bytes {ratio(v['bytes'], accepted):>9,.1f} bytes/reading")
     if changelogs.compacted:
         print("  (the broker compacted some records away: the bytes are a lower bound)")
