@@ -113,17 +113,21 @@ def _name(s: str) -> bytes:
     return _H.pack(len(b)) + b
 
 
+_F64 = np.dtype(np.float64)
+
+
 def _check_rows(w: SiteWindows) -> int:
-    n = int(w.buf_ts.size)
-    if w.buf_ts.dtype != np.float64 or w.buf_ts.ndim != 1:
+    ts = w.buf_ts
+    n = int(ts.size)
+    if (ts.dtype is not _F64 and ts.dtype != _F64) or ts.ndim != 1:
         raise TypeError("a site's buffered timestamps must be a 1-D float64 array")
+    shape = (n,)
     for k, v in w.buf_cols.items():
-        if v.ndim != 1 or v.size != n:
+        if v.shape != shape:
             raise TypeError(f"buffered column {k!r} is not one value per buffered reading")
     return n
 
 
-_F64 = np.dtype(np.float64)
 _HEADS: dict[tuple[int, int, int], struct.Struct] = {}  # per (len) of the three dicts
 _LAYOUTS: dict[tuple[tuple[str, np.dtype[Any]], ...], bytes] = {}  # per buffered columns
 _NAMES: dict[str, bytes] = {}  # per applied source
@@ -183,14 +187,8 @@ def encode_base(state: SiteState, gen: int, carry: bytes | None = None) -> bytes
     ``struct`` per shape (a site's record is written on every step that changes it).
     """
     w = state.windows
+    n = _check_rows(w)
     ts, cols = w.buf_ts, w.buf_cols
-    n = int(ts.size)
-    if (ts.dtype is not _F64 and ts.dtype != _F64) or ts.ndim != 1:
-        raise TypeError("a site's buffered timestamps must be a 1-D float64 array")
-    shape = (n,)
-    for k, v in cols.items():
-        if v.shape != shape:
-            raise TypeError(f"buffered column {k!r} is not one value per buffered reading")
     carry_b = _carry_bytes(state.carry) if carry is None else carry
     cu, ne, se = w.closed_until, w.next_emit, w.span_end
     applied = state.applied
