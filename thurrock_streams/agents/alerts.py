@@ -47,6 +47,7 @@ from .readings import (
     owned_partitions,
     retry_kafka,
     store_states,
+    table_dict,
 )
 
 __all__ = ["AckGate", "AlertAgent", "AlertCounters", "NotifyAgent", "changed_records",
@@ -147,7 +148,7 @@ class AlertAgent(LoopLock):
             await self._deliver(events, changed)
 
     def _load(self, site: str) -> SiteAlerts:
-        raw = self.table.get(site.encode())
+        raw = table_dict(self.table).get(site.encode())  # no KeyError per new site
         return SiteAlerts() if raw is None else SiteAlerts.from_json(orjson.loads(raw))
 
     def _rebuild_index(self) -> None:
@@ -259,7 +260,7 @@ class AlertAgent(LoopLock):
 
         if events:
             await retry_kafka(send, "alerts")
-        records = changed_records(self.table.get, changed)
+        records = changed_records(table_dict(self.table).get, changed)
         self.counters.states_unchanged += len(changed) - len(records)
         if records:
             await retry_kafka(lambda: store_states(self.table, records), "alerts")

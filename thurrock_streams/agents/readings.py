@@ -246,7 +246,7 @@ class StateChainTable(SiteTable):
                 key_partition.pop(site, None)
 
 
-def _stored(table: Any) -> Mapping[bytes, Any]:
+def table_dict(table: Any) -> Mapping[bytes, Any]:
     """What a site table holds, as the dict its memory store keeps (the app's store is
     ``memory://``): reading it directly skips Faust's ``Mapping.get``, which raises and
     catches a KeyError for every site not seen before. A plain mapping standing in for the
@@ -271,7 +271,7 @@ class _States(Mapping[str, SiteState]):
         # The memory store's dict itself: Mapping.get through the table and its store
         # raises and catches a KeyError for each site not seen before (a Faust table's
         # reads only add a sensor call).
-        raw = _stored(self._owner.table).get(site.encode())
+        raw = table_dict(self._owner.table).get(site.encode())
         if raw is None:
             return default
         cached = self._owner.cache.get(site)
@@ -282,7 +282,7 @@ class _States(Mapping[str, SiteState]):
         return state
 
     def __contains__(self, site: object) -> bool:
-        return isinstance(site, str) and site.encode() in _stored(self._owner.table)
+        return isinstance(site, str) and site.encode() in table_dict(self._owner.table)
 
     def __iter__(self) -> Iterator[str]:
         return (k.decode() for k in list(self._owner.table.keys()))
@@ -472,7 +472,7 @@ class ReadingsAgent(LoopLock):
         records: dict[bytes, bytes] = {}
         entries: dict[bytes, chain.Entry] = {}
         tombstones: list[bytes] = []
-        data = _stored(self.table)
+        data = table_dict(self.table)
         for site, state in out.changed.items():
             key = site.encode()
             before = self.chains.get(site)
