@@ -36,6 +36,10 @@ def partition_of(site: str) -> int:
     return SITES.index(site) % 2
 
 
+def partitions_of(sites: list[str]) -> list[int]:
+    return [partition_of(site) for site in sites]
+
+
 def pipeline(kind: str, stuck: bool = False) -> Any:
     if kind == "air":
         return AirPipeline.create(30.0, 300.0, stuck_samples=3 if stuck else None,
@@ -119,7 +123,9 @@ def drive(kind: str, msgs: list[tuple[str | None, bytes]], parts: list[int],
           stuck: bool = False, rekey: bool = True) -> tuple[Processor, Processor]:
     """Feed both processors batch by batch, as the agent would; compare each step."""
     judge = Processor(pipeline(kind, stuck), partition_of if rekey else None, across=False)
-    fast = Processor(pipeline(kind, stuck), partition_of if rekey else None)
+    # The fast one routes as the agent does, each batch's sites at once (partitions_of).
+    fast = Processor(pipeline(kind, stuck), partition_of if rekey else None,
+                     partitions_of=partitions_of if rekey else None)
     states: tuple[dict[str, SiteState], dict[str, SiteState]] = ({}, {})
     raws, bounds = feed_batches(kind, msgs, parts, cuts)
     forwarded: list[RawMessage] = []

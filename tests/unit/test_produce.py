@@ -154,11 +154,12 @@ def test_store_states_ends_every_changelog_partition_with_a_batch_of_one_record(
     # look shorter than what a standby had already read of it: the CI failure of stop 19,
     # Faust's ConsistencyError "persisted offset ... is higher than ... highwater".
     from thurrock_streams.agents.readings import store_states
+    from thurrock_streams.engine.chain import delta_key
 
     app = _App()
     table = _Table(app)
     records = {b"site-%d" % i: b"state" for i in range(12)}
-    tombstones = [b"site-%d\x00%d" % (i, s) for i in range(12) for s in range(1, 6)]
+    tombstones = [delta_key(b"site-%d" % i, s) for i in range(12) for s in range(1, 6)]
     asyncio.run(store_states(table, records, tombstones=tombstones))
     assert table.data == records
     last: dict[int, int] = {}  # partition -> record count of its last batch
