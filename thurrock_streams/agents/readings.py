@@ -260,6 +260,7 @@ class _States(Mapping[str, SiteState]):
 
     def __init__(self, owner: ReadingsAgent) -> None:
         self._owner = owner
+        self._stored = table_dict(owner.table)  # made per step: the store's dict stays put
 
     def __getitem__(self, site: str) -> SiteState:
         state = self.get(site)
@@ -271,7 +272,7 @@ class _States(Mapping[str, SiteState]):
         # The memory store's dict itself: Mapping.get through the table and its store
         # raises and catches a KeyError for each site not seen before (a Faust table's
         # reads only add a sensor call).
-        raw = table_dict(self._owner.table).get(site.encode())
+        raw = self._stored.get(site.encode())
         if raw is None:
             return default
         cached = self._owner.cache.get(site)
@@ -282,7 +283,7 @@ class _States(Mapping[str, SiteState]):
         return state
 
     def __contains__(self, site: object) -> bool:
-        return isinstance(site, str) and site.encode() in table_dict(self._owner.table)
+        return isinstance(site, str) and site.encode() in self._stored
 
     def __iter__(self) -> Iterator[str]:
         return (k.decode() for k in list(self._owner.table.keys()))
