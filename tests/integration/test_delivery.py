@@ -10,6 +10,7 @@ offsets were processed, and how often.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections import Counter
@@ -22,7 +23,7 @@ from kafka.structs import OffsetAndMetadata
 
 from thurrock_streams.stack import StackConfig
 
-from .harness import consume_all, send, wait_both_assigned, wait_for
+from .harness import consume_all, export, poll, send, wait_both_assigned, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -117,3 +118,28 @@ def test_a_rebalance_mid_feed_hands_partitions_over_with_nothing_dropped_or_doub
     assert got == want
     done = [w.counters()["lanes"]["traffic"]["messages"] for w in (first, second)]
     assert sum(done) == sum(want.values()) and min(done) > 0, done
+
+
+def test_the_sink_dead_letters_what_it_cannot_write_and_writes_the_rest(
+        stack: StackConfig, prefix: str, make_worker: Any) -> None:
+    """Records on an aggregates topic that are no point reach the dead-letter topic
+    (reason ``sink``) with their source and bytes, through the real broker; the good one
+    reaches the store."""
+    site = f"{prefix}sink-ok"
+    make_worker()
+    topic = f"{prefix}traffic.aggregates"
+    good = {"site_id": site, "window": "1m", "start": 1_700_000_000.0, "ts": 1_700_000_060.0,
+            "count": 7, "flow_vph": 420.0, "mean_speed_kph": 61.5}
+    bad = [(b"k-junk", b"{not json"), (b"k-nofield", b'{"site_id": "x"}'), (None, b"[1, 2]")]
+    send(stack, topic, [*bad, (site.encode(), good)], partition=0)
+    dead = [json.loads(r.value) for r in consume_all(stack, f"{prefix}readings.deadletter", 3)]
+    assert sorted((d["offset"], d["reason"], d["topic"], d["partition"], d["row"])
+                  for d in dead) == [(0, "sink", topic, 0, None), (1, "sink", topic, 0, None),
+                                     (2, "sink", topic, 0, None)]
+    by_offset = {d["offset"]: d for d in dead}
+    for offset, (_, value) in enumerate(bad):
+        assert base64.b64decode(by_offset[offset]["value_b64"]) == value
+    rows = poll(lambda: export(stack, f'{{__name__="traffic_count",site_id="{site}"}}'),
+                lambda r: len(r) == 1, 30, "the good aggregate in the store")
+    assert rows[0]["values"] == [7]
+    assert rows[0]["timestamps"] == [1_700_000_060_000]

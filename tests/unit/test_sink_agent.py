@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaConnectionError
 
 from thurrock_streams.adapters.influx import InfluxWriter
 from thurrock_streams.agents.sink import SinkAgent
@@ -29,14 +30,18 @@ class Rec:
 
 
 class DeadLetters:
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes | None, dict[str, Any]]] = []
+    """The sink's ``send_dead``: records what Kafka took, failing the first ``fail`` sends."""
 
-    async def send(self, key: bytes | None, value: bytes) -> Any:
-        self.sent.append((key, orjson.loads(value)))
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
+    def __init__(self, fail: int = 0) -> None:
+        self.sent: list[tuple[bytes | None, dict[str, Any]]] = []
+        self.calls: list[int] = []
+        self.fail = fail
+
+    async def __call__(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        self.calls.append(len(records))
+        if len(self.calls) <= self.fail:
+            raise KafkaConnectionError("broker unreachable")
+        self.sent += [(key, orjson.loads(value)) for key, value in records]
 
 
 def sink_with(post: Any, clock: Any = None) -> SinkAgent:
@@ -47,7 +52,7 @@ def sink_with(post: Any, clock: Any = None) -> SinkAgent:
     sink.schemas = {"traffic.aggregates": "traffic", "alerts": "alerts",
                     "air.aggregates": None}
     sink.latency_ms = collections.deque(maxlen=100)
-    sink.deadletter_out = DeadLetters()  # type: ignore[assignment]
+    sink.send_dead = DeadLetters()
     return sink
 
 
@@ -98,7 +103,7 @@ def test_one_write_per_batch_with_the_exact_lines_and_bad_records_dead_lettered(
     sink = sink_with(post)
     asyncio.run(sink.write_messages(messages()))
     assert posts == [LINES]
-    dead = sink.deadletter_out.sent  # type: ignore[attr-defined]
+    dead = sink.send_dead.sent  # type: ignore[attr-defined]
     assert [(k, d["topic"], d["partition"], d["offset"], d["reason"]) for k, d in dead] == [
         (b"bad", "traffic.aggregates", 0, 11, "sink"), (b"arr", "air.aggregates", 1, 5, "sink"),
         (b"nofield", "traffic.aggregates", 0, 12, "sink"), (None, "air.aggregates", 1, 6, "sink")]
@@ -119,7 +124,7 @@ def test_an_outage_is_retried_and_the_batch_returns_only_once_written() -> None:
     asyncio.run(sink.write_messages(messages()[:4]))
     assert calls == [4, 4, 4, 4]
     assert (sink.writer.stats.retries, sink.writer.stats.written_points) == (3, 4)
-    assert sink.deadletter_out.sent == []  # type: ignore[attr-defined]
+    assert sink.send_dead.sent == []  # type: ignore[attr-defined]
 
 
 def test_points_the_store_refuses_are_dead_lettered_the_rest_written() -> None:
@@ -133,6 +138,18 @@ def test_points_the_store_refuses_are_dead_lettered_the_rest_written() -> None:
     sink = sink_with(post)
     asyncio.run(sink.write_messages(messages()[:4]))
     assert written == [LINES[0], LINES[1], LINES[3]]
-    dead = sink.deadletter_out.sent  # type: ignore[attr-defined]
+    dead = sink.send_dead.sent  # type: ignore[attr-defined]
     assert [(d["offset"], d["detail"]) for _, d in dead] == [
         (4, "the store refused the point as malformed")]
+
+
+def test_dead_letters_go_in_one_send_retried_until_kafka_takes_them() -> None:
+    async def post(lines: list[str]) -> None:
+        pass
+
+    sink = sink_with(post)
+    sink.send_dead = dead = DeadLetters(fail=2)
+    asyncio.run(sink.write_messages(messages()))
+    # the batch's four dead letters together, sent again after each failure, once taken
+    assert dead.calls == [4, 4, 4]
+    assert [d["offset"] for _, d in dead.sent] == [11, 5, 12, 6]

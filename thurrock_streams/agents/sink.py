@@ -5,7 +5,9 @@ batches of their records from its lane, writes them as points, and the lane mark
 offsets committable only after the store took them. While the store is down the batch is
 retried with backoff; the lane stops fetching the sink's partitions once its queue is
 full, and the readings agents carry on. A point the store refuses as malformed is
-dead-lettered (reason ``sink``) instead of blocking the stream.
+dead-lettered (reason ``sink``) instead of blocking the stream: the batch's dead letters
+go to Kafka together and are retried until Kafka holds them, before the batch's offsets
+become committable.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import collections
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -23,7 +26,8 @@ from ..errors import SinkError
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, DEADLETTER, TRAFFIC_AGGREGATES
 from .lane import Lane
-from .readings import CLOSED_AT
+from .produce import Outbox
+from .readings import CLOSED_AT, retry_kafka
 
 __all__ = ["SinkAgent"]
 
@@ -32,6 +36,7 @@ class SinkAgent:
     """Writes every record of the processor's output topics to the store."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
         self.settings = settings
         self.writer = InfluxWriter(settings)
         # The schema of each topic's records; an air aggregate names its own measurement.
@@ -45,6 +50,9 @@ class SinkAgent:
                                  partitions=n, internal=True, **raw)
         self.deadletter_out = app.topic(settings.topic(DEADLETTER), partitions=n, internal=True,
                                         **raw)
+        #: Sends (key, value) dead-letter records, returning once Kafka holds them all.
+        self.send_dead: Callable[[list[tuple[bytes | None, bytes]]], Awaitable[None]] = \
+            self._send_dead
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=10_000)
         self.lane = Lane(app, "sink", self.sources.topics,
                          max_messages=4 * settings.sink_batch_size)
@@ -99,9 +107,19 @@ class SinkAgent:
         if closed:
             now_ms = time.time() * 1000.0
             self.latency_ms.extend(now_ms - c * 1000.0 for c in closed)
-        for m, detail in bad:
-            rec = {"reason": "sink", "detail": detail, "topic": m.topic,
-                   "partition": m.partition, "offset": m.offset, "row": None,
-                   "value_b64": base64.b64encode(m.value or b"").decode("ascii")}
-            fut = await self.deadletter_out.send(key=m.key, value=orjson.dumps(rec))
-            await fut
+        if bad:
+            records = [(m.key, orjson.dumps({
+                "reason": "sink", "detail": detail, "topic": m.topic, "partition": m.partition,
+                "offset": m.offset, "row": None,
+                "value_b64": base64.b64encode(m.value or b"").decode("ascii")}))
+                for m, detail in bad]
+            await retry_kafka(lambda: self.send_dead(records), "sink: dead letters")
+
+    async def _send_dead(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        """All of a batch's dead letters in one produce, to the producer's partition for
+        each original key (as the readings agents send theirs)."""
+        box = Outbox(self.app)
+        dead = self.deadletter_out.get_topic_name()
+        for key, value in records:
+            box.add(dead, key, value)
+        await box.send()
