@@ -26,7 +26,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 __all__ = ["BATCH_BYTES", "Outbox", "Partitioner", "murmur2_many", "partition_for",
-           "shared_partitioner"]
+           "send_records", "shared_partitioner"]
 
 #: Bytes a record batch holds at most (the first record of a batch always fits). Below
 #: Kafka's default ``message.max.bytes`` (1 MiB) with room for the batch's own framing.
@@ -196,6 +196,16 @@ class Outbox:
             return
         await _send_runs(producer, {tp: run[:-1] for tp, run in runs.items() if len(run) > 1})
         await _send_runs(producer, {tp: run[-1:] for tp, run in runs.items()})
+
+
+async def send_records(app: Any, topic: str,
+                       records: list[tuple[bytes | None, bytes]]) -> None:
+    """Send (key, value) records to ``topic``, each to the producer's default partition
+    for its key, as one :class:`Outbox`; return once Kafka holds them all."""
+    box = Outbox(app)
+    for key, value in records:
+        box.add(topic, key, value)
+    await box.send()
 
 
 async def _send_runs(producer: Any, runs: dict[tuple[str, int], list[Any]]) -> None:

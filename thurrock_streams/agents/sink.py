@@ -26,7 +26,7 @@ from ..errors import SinkError
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, DEADLETTER, TRAFFIC_AGGREGATES
 from .lane import Lane
-from .produce import Outbox
+from .produce import send_records
 from .readings import CLOSED_AT, retry_kafka
 
 __all__ = ["SinkAgent"]
@@ -116,10 +116,5 @@ class SinkAgent:
             await retry_kafka(lambda: self.send_dead(records), "sink: dead letters")
 
     async def _send_dead(self, records: list[tuple[bytes | None, bytes]]) -> None:
-        """All of a batch's dead letters in one produce, to the producer's partition for
-        each original key (as the readings agents send theirs)."""
-        box = Outbox(self.app)
-        dead = self.deadletter_out.get_topic_name()
-        for key, value in records:
-            box.add(dead, key, value)
-        await box.send()
+        """All of a batch's dead letters in one produce (as the readings agents send theirs)."""
+        await send_records(self.app, self.deadletter_out.get_topic_name(), records)
