@@ -137,7 +137,9 @@ def test_kafka_python_clients(ca: LoopbackCA, protocol: str, mechanism: str,
     cli_consumer.close()
     producer = KafkaProducer(api_version=(2, 8), **producer_config(CLOSED, s))
     built.append(producer.config)
-    producer.close(timeout=0)
+    # Not timeout=0: its network thread, left running, draws reconnect jitter from `random`
+    # while a later Hypothesis test runs, which Hypothesis reports as a flaky strategy.
+    producer.close(timeout=5)
     for got in built:
         assert got["security_protocol"] == protocol
         _expect_tls(got["ssl_context"], protocol, ca if with_ca else None)
@@ -201,7 +203,7 @@ def test_secrets_are_never_logged(ca: LoopbackCA, all_logs: pytest.LogCaptureFix
     _build_aiokafka(ks.aiokafka_options(s))
     _build_aiokafka(dict(credentials_to_aiokafka_auth(_credentials(s))))
     p = KafkaProducer(api_version=(2, 8), **producer_config(CLOSED, s))
-    p.close(timeout=0)
+    p.close(timeout=5)  # its network thread ends here (see test_kafka_python_clients)
     text = "\n".join(r.getMessage() for r in all_logs.records)
     said = ks.describe(s) + repr(_credentials(s)) + repr(s) + str(s.describe())
     out = capsys.readouterr()
