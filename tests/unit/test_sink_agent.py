@@ -153,3 +153,18 @@ def test_dead_letters_go_in_one_send_retried_until_kafka_takes_them() -> None:
     # the batch's four dead letters together, sent again after each failure, once taken
     assert dead.calls == [4, 4, 4]
     assert [d["offset"] for _, d in dead.sent] == [11, 5, 12, 6]
+
+
+def test_a_dead_letter_too_large_for_kafka_carries_the_start_of_its_bytes() -> None:
+    """As the readings' dead letters (engine.processor.MAX_DEAD_VALUE): a record Kafka
+    could never take would be retried for ever."""
+    async def post(lines: list[str]) -> None:
+        pass
+
+    sink = sink_with(post)
+    big = b"{" + b"x" * 700_000
+    asyncio.run(sink.write_messages([Rec("traffic.aggregates", 2, 9, b"big", big)]))
+    [(key, rec)] = sink.send_dead.sent  # type: ignore[attr-defined]
+    assert (key, rec["offset"], rec["reason"]) == (b"big", 9, "sink")
+    assert base64.b64decode(rec["value_b64"]) == big[:600_000]
+    assert "holds the first 600000 of 700001 bytes" in rec["detail"]

@@ -12,7 +12,6 @@ become committable.
 
 from __future__ import annotations
 
-import base64
 import collections
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ import faust
 import orjson
 
 from ..adapters.influx import InfluxWriter, to_line
+from ..engine.processor import dead_letter
 from ..errors import SinkError
 from ..settings import Settings
 from ..topics import AIR_AGGREGATES, ALERTS, DEADLETTER, TRAFFIC_AGGREGATES
@@ -36,7 +36,6 @@ class SinkAgent:
     """Writes every record of the processor's output topics to the store."""
 
     def __init__(self, app: faust.App, settings: Settings) -> None:
-        self.app = app
         self.settings = settings
         self.writer = InfluxWriter(settings)
         # The schema of each topic's records; an air aggregate names its own measurement.
@@ -50,9 +49,10 @@ class SinkAgent:
                                  partitions=n, internal=True, **raw)
         self.deadletter_out = app.topic(settings.topic(DEADLETTER), partitions=n, internal=True,
                                         **raw)
-        #: Sends (key, value) dead-letter records, returning once Kafka holds them all.
+        #: Sends (key, value) dead-letter records in one produce, returning once Kafka
+        #: holds them all.
         self.send_dead: Callable[[list[tuple[bytes | None, bytes]]], Awaitable[None]] = \
-            self._send_dead
+            lambda records: send_records(app, self.deadletter_out.get_topic_name(), records)
         self.latency_ms: collections.deque[float] = collections.deque(maxlen=10_000)
         self.lane = Lane(app, "sink", self.sources.topics,
                          max_messages=4 * settings.sink_batch_size)
@@ -108,13 +108,8 @@ class SinkAgent:
             now_ms = time.time() * 1000.0
             self.latency_ms.extend(now_ms - c * 1000.0 for c in closed)
         if bad:
-            records = [(m.key, orjson.dumps({
-                "reason": "sink", "detail": detail, "topic": m.topic, "partition": m.partition,
-                "offset": m.offset, "row": None,
-                "value_b64": base64.b64encode(m.value or b"").decode("ascii")}))
-                for m, detail in bad]
+            # the readings' record (a value too large for Kafka is cut, as theirs are: this
+            # is retried until Kafka takes it)
+            records = [(m.key, orjson.dumps(dead_letter(m, "sink", detail, None)))
+                       for m, detail in bad]
             await retry_kafka(lambda: self.send_dead(records), "sink: dead letters")
-
-    async def _send_dead(self, records: list[tuple[bytes | None, bytes]]) -> None:
-        """All of a batch's dead letters in one produce (as the readings agents send theirs)."""
-        await send_records(self.app, self.deadletter_out.get_topic_name(), records)
