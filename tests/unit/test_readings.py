@@ -96,24 +96,22 @@ BOOL_ROWS = {"ts": [60, 61.5, True, 63], "lane": [1, False, 2, 3],
 
 
 def test_a_boolean_in_a_number_column_is_schema_for_its_row_alone() -> None:
-    site = "S"
     # JSON true/false are not numbers (numpy would read them as 1 and 0)
-    frame = {"site_id": site, "columns": BOOL_ROWS}
+    frame = {"site_id": "S", "columns": BOOL_ROWS}
     b = decode_batch("traffic", [msg(frame)])
     assert b.row.tolist() == [0]
     assert [(r.row, r.reason, r.detail) for r in b.rejected] == [
         (1, "schema", "lane must be a number"), (2, "schema", "ts must be epoch seconds "
                                                  "or an ISO-8601 string with an offset"),
         (3, "schema", "speed_kph must be a number")]
-    single = {"site_id": site, "ts": 60, "lane": 1, "speed_kph": True}
+    single = {"site_id": "S", "ts": 60, "lane": 1, "speed_kph": True}
     assert reasons("traffic", [frame, single])[1][-1] == (1, None, "schema")
 
 
 def test_numbers_read_as_float_of_each_and_anything_else_is_schema() -> None:
-    site = "S"
     cols = {"ts": [60, 61.25, 9007199254740993, 2**62], "lane": [1, 2, 3, 8],
             "speed_kph": [0, 250, 88.5, 2**53 + 1], "length_m": [None, 4, None, 30.0]}
-    b = decode_batch("traffic", [msg({"site_id": site, "columns": cols})])
+    b = decode_batch("traffic", [msg({"site_id": "S", "columns": cols})])
     # exactly float() of each value; an integer past 2**53 rounds as Python rounds it
     assert b.ts.tolist() == [60.0, 61.25, float(9007199254740993)]
     assert b.cols["lane"].tolist() == [1, 2, 3]
@@ -122,7 +120,7 @@ def test_numbers_read_as_float_of_each_and_anything_else_is_schema() -> None:
     assert np.isnan(b.cols["length_m"][[0, 2]]).all() and b.cols["length_m"][1] == 4.0
     mixed = {"ts": [60, "x", [61], {"a": 1}], "lane": [1, 1, 1, 1],
              "speed_kph": [[1.0], [2.0], [3.0], [4.0]]}
-    n, rej = reasons("traffic", [{"site_id": site, "columns": mixed}])
+    n, rej = reasons("traffic", [{"site_id": "S", "columns": mixed}])
     assert n == 0 and [r[2] for r in rej] == ["schema"] * 4
 
 
