@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import repeat
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -318,7 +317,6 @@ def _gather(kind: Kind, messages: Sequence[RawMessage]) -> _Gather:
 _HEARTBEAT_KEYS = frozenset({"site_id", "ts", "heartbeat"})
 _NUMBER_TYPES = frozenset({float, int})
 _NONE_TYPE = frozenset({type(None)})
-_CLASS_TYPES = frozenset({str, type(None)})
 
 
 def _numeric(values: list[Any]) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.bool_]]:
@@ -360,6 +358,8 @@ def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[st
     cols: dict[str, NDArray[Any]] = {}
 
     def flag(mask: NDArray[np.bool_], code: int, text: str) -> None:
+        if not mask.any():  # the usual case: one pass over the mask, nothing to mark
+            return
         new = mask & (reason == 0)
         for j in np.flatnonzero(new):
             detail[j] = text
@@ -398,10 +398,10 @@ def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[st
         cols[f.name] = arr
     if kind == "traffic":
         raw = g.cols["class"]
-        if set(map(type, raw)) <= _CLASS_TYPES:  # hashable: one dict lookup per value, in C
-            code = np.fromiter(map(_CLASS_CODE_OR_NONE.get, raw, repeat(-2)), dtype=np.int8,
+        try:  # every value a known class or null: one dict lookup per value, in C
+            code = np.fromiter(map(_CLASS_CODE_OR_NONE.__getitem__, raw), dtype=np.int8,
                                count=n)
-        else:
+        except (KeyError, TypeError):  # an unknown or unhashable value: value by value
             code = np.array([_CLASS_CODE.get(v, -2) if type(v) is str
                              else (-1 if v is None else -2) for v in raw], dtype=np.int8)
         flag(code == -2, 1, f"class must be one of {', '.join(TRAFFIC_CLASSES)}")
@@ -434,8 +434,9 @@ def decode_batch(kind: Kind, messages: Sequence[RawMessage]) -> Batch:
     g = _gather(kind, messages)
     g.finish()
     reason, _, cols = _check(kind, g)
-    ok = reason == 0
-    batch = Batch(site=g.site, msg=g.msg, row=g.row, ts=cols.pop("ts"), cols=cols).take(ok)
+    batch = Batch(site=g.site, msg=g.msg, row=g.row, ts=cols.pop("ts"), cols=cols)
+    if reason.any():
+        batch = batch.take(reason == 0)
     batch.rejected = g.rejected
     batch.heartbeats = g.heartbeats
     return batch

@@ -235,3 +235,26 @@ def test_dead_letters_come_in_the_per_site_order() -> None:
     assert [(d["offset"], d["reason"]) for _, d in outs[1].deadletters] == [
         (4, "future"), (8, "late"),
         (7, "range"), (2, "future"), (5, "future"), (3, "late"), (6, "late")]
+
+
+@given(rows=st.lists(st.tuples(st.integers(0, 3), st.sampled_from([-np.inf, 0.0, 1.5, 2.0,
+                                                                    7.25, 60.0])),
+                     max_size=30),
+       in_order=st.booleans())
+def test_the_running_maximum_per_site_equals_a_loop(rows: list[tuple[int, float]],
+                                                    in_order: bool) -> None:
+    """The watermark before each row: the sort-based running maximum, and the ingest's
+    shortcut for sites whose rows are already in time order, against a plain loop."""
+    from thurrock_streams.engine.across import _running_max
+
+    rows = sorted(rows, key=(lambda r: r) if in_order else (lambda r: r[0]))
+    site = np.array([s for s, _ in rows], dtype=np.int64)
+    tv = np.array([t for _, t in rows], dtype=np.float64)
+    expected, best, last = [], -np.inf, None
+    for s, t in rows:
+        best = t if s != last else max(best, t)
+        last = s
+        expected.append(best)
+    assert _running_max(site, tv).tolist() == expected
+    if in_order:  # what ingest_across then uses instead: each row's own time
+        assert tv.tolist() == expected

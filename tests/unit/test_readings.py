@@ -91,6 +91,16 @@ def test_frame_bad_row_spares_its_neighbours() -> None:
     assert [(r.row, r.reason, r.site) for r in b.rejected] == [(1, "range", "S")]
 
 
+
+def test_a_class_of_another_type_or_name_is_schema_for_its_row_alone() -> None:
+    classes = ["car", ["hgv"], {"c": 1}, 2, True, 1.0, "tractor", None, "bus"]
+    n = len(classes)
+    frame = {"site_id": "S", "columns": {"ts": list(range(n)), "lane": [1] * n,
+                                          "speed_kph": [50] * n, "class": classes}}
+    b = decode_batch("traffic", [msg(frame)])
+    assert b.row.tolist() == [0, 7, 8] and b.cols["class"].tolist() == [0, -1, 3]
+    assert [(r.row, r.reason) for r in b.rejected] == [(k, "schema") for k in range(1, 7)]
+
 BOOL_ROWS = {"ts": [60, 61.5, True, 63], "lane": [1, False, 2, 3],
              "speed_kph": [40, 50.5, 60, True], "length_m": [4.0, None, 5, False]}
 

@@ -10,7 +10,9 @@ How the per-site rules become array operations (rows grouped by site, arrival or
 
 - the watermark before each row is a *segmented* running maximum: each value is replaced
   by its rank among all values (an integer), ``site * n + rank`` is made monotonic across
-  sites, so one ``np.maximum.accumulate`` yields every site's running maximum, exactly;
+  sites, so one ``np.maximum.accumulate`` yields every site's running maximum, exactly
+  (when every site's rows are already in time order, the usual case, the running maximum
+  is the row's own time and the sort is skipped);
 - the late test, the new watermark, spans and first windows are elementwise or per-site
   reductions (``np.maximum.at`` and ``np.minimum.at``) over those arrays;
 - the old buffers of all sites and the new accepted rows are concatenated and put in
@@ -120,6 +122,19 @@ def _floor(t: F64, size: int) -> F64:
     return out
 
 
+def _running_max(site: I64, tv: F64) -> F64:
+    """Each row's maximum of ``tv`` over its site's rows up to and including it, exactly:
+    values become ranks (integers), ``site * n + rank`` rises across sites, so one
+    ``np.maximum.accumulate`` yields every site's running maximum."""
+    n = int(tv.size)
+    order = np.argsort(tv, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n, dtype=np.int64)
+    key = site * n + rank
+    out: F64 = tv[order][np.maximum.accumulate(key) - site * n]
+    return out
+
+
 def ingest_across(cfg: EngineConfig, olds: list[SiteWindows], site: I64, ts: F64,
                   cols: dict[str, NDArray[Any]], now: float,
                   beat: F64 | None = None) -> IngestAcross:
@@ -147,18 +162,17 @@ def ingest_across(cfg: EngineConfig, olds: list[SiteWindows], site: I64, ts: F64
     future = ts > now + cfg.max_clock_skew_s
     valid = ~future
     tv = np.where(valid, ts, _NEG_INF)
-    order = np.argsort(tv, kind="stable")
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n, dtype=np.int64)
-    key = site * n + rank
-    running = tv[order][np.maximum.accumulate(key) - site * n]  # max up to and incl. row
     before = np.empty(n, dtype=np.float64)
     if n:
-        before[0] = _NEG_INF
-        before[1:] = running[:-1]
         first_row = np.empty(n, dtype=np.bool_)
         first_row[0] = True
         first_row[1:] = site[1:] != site[:-1]
+        if bool(((tv[1:] >= tv[:-1]) | first_row[1:]).all()):
+            running = tv  # each site's rows in time order: the running maximum is the row's
+        else:
+            running = _running_max(site, tv)
+        before[0] = _NEG_INF
+        before[1:] = running[:-1]
         before[first_row] = _NEG_INF
     w_before = np.maximum(before, w0[site])
     late = np.zeros(n, dtype=np.bool_)

@@ -237,14 +237,15 @@ class Processor:
                 msg_code[i] = code_of.setdefault(site, len(code_of))
         row_code = msg_code[batch.msg]
         keep = row_code >= 0
-        batch = batch.take(keep)
+        if not keep.all():  # rows of messages handled elsewhere (re-keyed, dead-lettered)
+            batch, row_code = batch.take(keep), row_code[keep]
         if self.across:
-            self._step_across(batch, row_code[keep], list(code_of), rejected_by_site,
+            self._step_across(batch, row_code, list(code_of), rejected_by_site,
                               beats_by_site, messages, states, now, out)
             self.counters.add(out.counts)
             return out
         no_rows = batch.take(np.zeros(0, dtype=np.int64))
-        for site, rows in _by_site(batch, row_code[keep], list(code_of)):
+        for site, rows in _by_site(batch, row_code, list(code_of)):
             self._site_step(site, rows, rejected_by_site.pop(site, []),
                             beats_by_site.pop(site, []), messages, states, now, out)
         for site in sorted(set(rejected_by_site) | set(beats_by_site)):
@@ -330,9 +331,12 @@ class Processor:
         n_rows = np.bincount(row_pos[take], minlength=k_n) if k_n else np.zeros(0, np.int64)
         stepped = (n_rows > 0) | (beat > -np.inf)
         sub = np.cumsum(stepped) - 1  # position among the sites stepped
-        order = np.flatnonzero(take)[np.argsort(row_pos[take], kind="stable")]
-        rows = batch.take(order)
-        sub_of_row = sub[row_pos[order]]
+        if bool(take.all()) and bool((row_pos[1:] >= row_pos[:-1]).all()):
+            rows, sub_of_row = batch, sub[row_pos]  # already grouped by site, in site order
+        else:
+            order = np.flatnonzero(take)[np.argsort(row_pos[take], kind="stable")]
+            rows = batch.take(order)
+            sub_of_row = sub[row_pos[order]]
         stepped_l = stepped.tolist()
         sub_l = sub.tolist()
         res = None
@@ -476,8 +480,11 @@ class Processor:
         """Map message index to its site ('' when it is re-keyed elsewhere)."""
         site_of: dict[int, str] = {}
         if len(batch):
-            msg_idx, first = np.unique(batch.msg, return_index=True)
-            site_of = dict(zip(msg_idx.tolist(), batch.site[first].tolist(), strict=True))
+            idx = batch.msg  # rows in message order (decode_batch): a message's rows together
+            first = np.flatnonzero(np.concatenate(([True], idx[1:] != idx[:-1])))
+            if not bool((idx[1:] >= idx[:-1]).all()):
+                first = np.unique(idx, return_index=True)[1]
+            site_of = dict(zip(idx[first].tolist(), batch.site[first].tolist(), strict=True))
         for rej in batch.rejected:
             if rej.site is not None:
                 site_of.setdefault(rej.msg, rej.site)
