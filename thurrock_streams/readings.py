@@ -330,7 +330,7 @@ def _numeric(values: list[Any]) -> tuple[NDArray[np.float64], NDArray[np.bool_],
     types = set(map(type, values))
     if types <= _NUMBER_TYPES:
         with suppress(OverflowError):  # an int beyond a float: value by value, below
-            return (np.array(values, dtype=np.float64), np.ones(n, dtype=np.bool_),
+            return (np.fromiter(values, dtype=np.float64, count=n), np.ones(n, dtype=np.bool_),
                     np.zeros(n, dtype=np.bool_))
     elif types <= _NONE_TYPE:  # an optional column nobody sent
         return np.full(n, np.nan), np.zeros(n, dtype=np.bool_), np.zeros(n, dtype=np.bool_)
@@ -370,7 +370,7 @@ def _check(kind: Kind, g: _Gather) -> tuple[NDArray[np.int8], list[str], dict[st
     missing_ts = unreadable = np.zeros(n, dtype=np.bool_)
     if set(map(type, raw_ts)) <= _NUMBER_TYPES:  # epoch seconds throughout: no Python loop
         with suppress(OverflowError):  # an int beyond a float: value by value, below
-            ts = np.array(raw_ts, dtype=np.float64)
+            ts = np.fromiter(raw_ts, dtype=np.float64, count=n)
     if ts is None:
         parsed = list(map(_parse_ts, raw_ts))
         unreadable = np.fromiter((t is None for t in parsed), dtype=np.bool_, count=n)
