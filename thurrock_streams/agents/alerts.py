@@ -298,10 +298,9 @@ def changed_records(stored: Callable[[bytes], bytes | None],
 @dataclass
 class _Entry:
     """One alert event being delivered: what makes its offset committable (and that of any
-    copy handed in meanwhile), and what to call when it is withdrawn unacknowledged."""
+    copy handed in meanwhile)."""
 
     acks: list[Callable[[], Any]]
-    releases: list[Callable[[], None]]
     done: bool = False
     withdrawn: bool = False
 
@@ -316,7 +315,7 @@ class AckGate:
     it is delivered by whichever worker holds its partition after the rebalance.
 
     From a withdrawal until :meth:`reopen` (the next assignment) the gate is closed: an
-    event handed in meanwhile is released at once, unacknowledged, and not delivered.
+    event handed in meanwhile is neither delivered nor acknowledged.
 
     Thread-safe: Faust runs the rebalance callback on the consumer's thread.
     """
@@ -332,28 +331,23 @@ class AckGate:
         with self._lock:
             self._closed = False
 
-    def add(self, topic: str, partition: int, offset: int, ack: Callable[[], Any],
-            release: Callable[[], None] | None = None) -> _Entry | None:
+    def add(self, topic: str, partition: int, offset: int,
+            ack: Callable[[], Any]) -> _Entry | None:
         """Register an event and return its entry to deliver; None if one at that offset
-        waits already (then ``ack`` joins it), or if the gate is closed (then it is
-        released at once, unacknowledged)."""
+        waits already (then ``ack`` joins it), or if the gate is closed (then ``ack`` is
+        never called: the offset stays uncommitted)."""
         tp = (topic, partition)
         with self._lock:
-            closed = self._closed
-            if not closed:
-                waiting = self._entries.setdefault(tp, {})
-                entry = waiting.get(offset)
-                if entry is not None:
-                    entry.acks.append(ack)
-                    if release is not None:
-                        entry.releases.append(release)
-                    return None
-                entry = waiting[offset] = _Entry([ack], [release] if release else [])
-                heapq.heappush(self._heaps.setdefault(tp, []), offset)
-                return entry
-        if release is not None:
-            release()
-        return None
+            if self._closed:
+                return None
+            waiting = self._entries.setdefault(tp, {})
+            entry = waiting.get(offset)
+            if entry is not None:
+                entry.acks.append(ack)
+                return None
+            entry = waiting[offset] = _Entry([ack])
+            heapq.heappush(self._heaps.setdefault(tp, []), offset)
+            return entry
 
     def done(self, topic: str, partition: int, offset: int, entry: _Entry) -> None:
         """The event is delivered: acknowledge it and the delivered ones after it, up to
@@ -380,9 +374,6 @@ class AckGate:
             self._heaps.clear()
             for e in entries:
                 e.withdrawn = True
-        for e in entries:
-            for release in e.releases:
-                release()
         return len(entries)
 
     def __len__(self) -> int:
@@ -428,11 +419,10 @@ class NotifyAgent:
             tp = TopicPartition(m.topic, m.partition)
             self.submit(m, functools.partial(self.lane.ack, tp, m.offset + 1, take.epoch))
 
-    def submit(self, m: Any, ack: Callable[[], Any],
-               release: Callable[[], None] | None = None) -> None:
+    def submit(self, m: Any, ack: Callable[[], Any]) -> None:
         """Hand one alert event to the notifiers; ``ack`` once they all have it and every
         earlier event of its partition is acknowledged."""
-        entry = self.gate.add(m.topic, m.partition, m.offset, ack, release)
+        entry = self.gate.add(m.topic, m.partition, m.offset, ack)
         if entry is None:
             return  # a copy of an event still being delivered
         done = functools.partial(self.gate.done, m.topic, m.partition, m.offset, entry)
