@@ -122,10 +122,8 @@ def drive(kind: str, msgs: list[tuple[str | None, bytes]], parts: list[int],
           cuts: list[int], replays: list[int], stored: list[int], quiet: list[float],
           stuck: bool = False, rekey: bool = True) -> tuple[Processor, Processor]:
     """Feed both processors batch by batch, as the agent would; compare each step."""
-    judge = Processor(pipeline(kind, stuck), partition_of if rekey else None, across=False)
-    # The fast one routes as the agent does, each batch's sites at once (partitions_of).
-    fast = Processor(pipeline(kind, stuck), partition_of if rekey else None,
-                     partitions_of=partitions_of if rekey else None)
+    judge = Processor(pipeline(kind, stuck), partitions_of if rekey else None, across=False)
+    fast = Processor(pipeline(kind, stuck), partitions_of if rekey else None)
     states: tuple[dict[str, SiteState], dict[str, SiteState]] = ({}, {})
     raws, bounds = feed_batches(kind, msgs, parts, cuts)
     forwarded: list[RawMessage] = []

@@ -27,7 +27,7 @@ from thurrock_streams.engine.processor import Processor, SiteState
 from thurrock_streams.engine.windows import SiteWindows
 from thurrock_streams.readings import RawMessage
 
-from .test_across import MIXES, NOW, feed_batches, message, partition_of, pipeline
+from .test_across import MIXES, NOW, feed_batches, message, partitions_of, pipeline
 
 Log = list[tuple[bytes, bytes | None]]
 
@@ -102,7 +102,7 @@ def check(writer: Writer, states: dict[str, SiteState]) -> None:
 
 def run(kind: str, across: bool, msgs: list[tuple[str | None, bytes]], parts: list[int],
         cuts: list[int], quiet: list[float], takeovers: list[int]) -> Writer:
-    proc = Processor(pipeline(kind), partition_of, across=across)
+    proc = Processor(pipeline(kind), partitions_of, across=across)
     states: dict[str, SiteState] = {}
     writer = Writer()
     raws, bounds = feed_batches(kind, msgs, parts, cuts)

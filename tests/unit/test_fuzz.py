@@ -184,7 +184,7 @@ def test_processor_fuzz_with_rekeying_accounts_for_every_reading(kind: str) -> N
     rng = random.Random(SEED + 2)
     gen = generator(SEED + 2 + (kind == "air"))
     part_of = site_partition(parts)
-    p = Processor(pipeline(kind), partition_of=part_of)
+    p = Processor(pipeline(kind), partitions_of=lambda sites: [part_of(s) for s in sites])
     ledger = Ledger()
     states: dict[str, SiteState] = {}
     queues: dict[tuple[bool, int], deque[RawMessage]] = {

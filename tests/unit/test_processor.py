@@ -74,7 +74,7 @@ def test_replay_without_stored_state_reproduces_the_same_outputs() -> None:
 
 
 def test_wrong_partition_is_rekeyed_not_processed() -> None:
-    p = Processor(pipeline(), partition_of=lambda site: 3)
+    p = Processor(pipeline(), partitions_of=lambda sites: [3] * len(sites))
     out = p.step([m(0, r(10), partition=1, key=None), m(1, r(20), partition=3)], {}, now=1e9)
     assert [(s, msg.offset) for s, msg in out.rekey] == [(SITE, 0)]
     assert p.counters.readings_in == 1 and p.counters.rekeyed_messages == 1

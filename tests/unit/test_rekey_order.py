@@ -35,6 +35,10 @@ def partition_of(site: str) -> int:
     return partition_for(site.encode(), PARTITIONS)
 
 
+def partitions_of(sites: list[str]) -> list[int]:
+    return [partition_of(site) for site in sites]
+
+
 @dataclass
 class Feed:
     """Messages per source partition and what they must come to."""
@@ -89,7 +93,7 @@ def make_feed(rng: random.Random, n: int) -> Feed:
 def consume(feed: Feed, rng: random.Random) -> tuple[Processor, list[dict[str, object]]]:
     """Run the feed through one processor in random batches until nothing is left."""
     cfg = EngineConfig((60, 900), allowed_lateness_s=1e7, max_clock_skew_s=1e7)
-    proc = Processor(TrafficPipeline(cfg, Registry({}, {})), partition_of=partition_of)
+    proc = Processor(TrafficPipeline(cfg, Registry({}, {})), partitions_of=partitions_of)
     queues: list[list[RawMessage]] = [list(p) for p in feed.partitions]
     queues += [[] for _ in range(PARTITIONS)]  # the re-key topic's partitions
     states: dict[str, SiteState] = {}
@@ -141,7 +145,7 @@ def test_a_rejected_message_forwarded_before_a_later_accepted_one() -> None:
     bad = RawMessage(TOPIC, wrong, 7, None, json.dumps(reading(site, T0, 300.0)).encode())
     good = RawMessage(TOPIC, wrong, 8, None, json.dumps(reading(site, T0 + 1)).encode())
     proc = Processor(TrafficPipeline(EngineConfig((60, 900)), Registry({}, {})),
-                     partition_of=partition_of)
+                     partitions_of=partitions_of)
     out = proc.step([bad, good], {}, now=T0 + 10)
     assert [m.offset for _, m in out.rekey] == [7, 8]
     fwd = [RawMessage(m.topic, m.partition, m.offset, site.encode(), m.value, forwarded=True)

@@ -310,8 +310,7 @@ class ReadingsAgent(LoopLock):
         self.kind = pipeline.kind
         n = settings.topic_partitions
         self.partitions = n
-        self.processor = Processor(pipeline, partition_of=self._partition_of,
-                                   partitions_of=self._partitions_of)
+        self.processor = Processor(pipeline, partitions_of=self._partitions_of)
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         src = settings.topic(source)
         rekey = f"{settings.group_id}-{source}-rekey"

@@ -199,13 +199,13 @@ def _source(m: RawMessage) -> str:
 class Processor:
     """Runs steps of one pipeline over the sites of the partitions this worker owns."""
 
-    def __init__(self, pipeline: Pipeline, partition_of: Callable[[str], int] | None = None,
-                 counters: Counters | None = None, across: bool = True,
-                 partitions_of: Callable[[list[str]], list[int]] | None = None) -> None:
+    def __init__(self, pipeline: Pipeline,
+                 partitions_of: Callable[[list[str]], list[int]] | None = None,
+                 counters: Counters | None = None, across: bool = True) -> None:
         self.pipeline = pipeline
-        self.partition_of = partition_of
         self.partitions_of = partitions_of
-        """``partition_of`` of many sites at once (the same answers), when given."""
+        """The partition each of many sites belongs to (its key's, as the producer's
+        partitioner picks it); None: every site is this worker's (no re-keying)."""
         self.counters = counters if counters is not None else Counters()
         self.across = across
         """True: step the sites of a batch together (:mod:`.across`); False: one site
@@ -490,14 +490,11 @@ class Processor:
                 site_of.setdefault(rej.msg, rej.site)
         for hb in batch.heartbeats:
             site_of[hb.msg] = hb.site
-        if self.partition_of is None:
+        if self.partitions_of is None:
             return site_of
         # Each site's partition once (a batch holds many messages of a site).
         sites = list(dict.fromkeys(site_of.values()))
-        if self.partitions_of is not None:
-            part = dict(zip(sites, self.partitions_of(sites), strict=True))
-        else:
-            part = {site: self.partition_of(site) for site in sites}
+        part = dict(zip(sites, self.partitions_of(sites), strict=True))
         # In arrival (= source offset) order: the site's partition skips any message of a
         # source partition below one it already applied from there.
         for i in sorted(site_of):
