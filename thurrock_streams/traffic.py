@@ -73,6 +73,9 @@ class TrafficPipeline:
 
     #: See :class:`~thurrock_streams.engine.processor.Pipeline`.
     spans_of_its_own: ClassVar[bool] = False
+    #: The columns a site's open windows keep: what the aggregates and the flat-line
+    #: check read (lane and length are checked at decode, then not needed).
+    buffered: ClassVar[tuple[str, ...]] = ("speed_kph", "class")
 
     def on_heartbeat(self, carry: dict[str, Any], ts: float) -> None:
         """The engine's span is traffic's: nothing more to note."""

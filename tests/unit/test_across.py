@@ -212,6 +212,15 @@ def test_a_state_unlike_the_batch_is_stepped_on_its_own() -> None:
     # b's [0, 60) holds its stored reading and the new one; c 2's holds one
     assert [(s, r["ts"], r["count"]) for s, r in outs[1].aggregates] == [
         ("b", 60.0, 2), ("b", 120.0, 0), ("c 2", 60.0, 1)]
+    # b's state (an earlier release's, which kept lane and length too) now keeps what the
+    # traffic pipeline buffers, like every new state: the next step takes it together
+    for out in outs:
+        for site in ("b", "c 2"):
+            w = out.changed[site].windows
+            assert list(w.buf_cols) == ["speed_kph", "class"]
+            assert all(v.size == w.buf_ts.size for v in w.buf_cols.values())
+    # its stored reading (50 km/h at 10 s) and both new ones stay: [0, 900) is open
+    assert outs[1].changed["b"].windows.buf_cols["speed_kph"].tolist() == [50.0, 60.0, 60.0]
 
 
 def test_dead_letters_come_in_the_per_site_order() -> None:

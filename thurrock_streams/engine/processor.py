@@ -40,6 +40,8 @@ def _carry_of(state: SiteState | None) -> dict[str, Any]:
 class Pipeline(Protocol):
     """A kind of reading: its window lengths, kept columns and aggregate kernels.
 
+    An optional attribute ``buffered`` names the columns a site's open windows keep (the
+    others are validated at decode and then dropped); without it every column is kept.
     Two optional methods let the processor do less per site (it looks them up with
     ``getattr``): ``aggregates_across(sites, closed, carries)``, the records of many sites'
     windows (:class:`~.across.ClosedAcross`) at once and what each site's carry (as it was
@@ -203,6 +205,7 @@ class Processor:
                  partitions_of: Callable[[list[str]], list[int]] | None = None,
                  counters: Counters | None = None, across: bool = True) -> None:
         self.pipeline = pipeline
+        self.buffered: tuple[str, ...] | None = getattr(pipeline, "buffered", None)
         self.partitions_of = partitions_of
         """The partition each of many sites belongs to (its key's, as the producer's
         partitioner picks it); None: every site is this worker's (no re-keying)."""
@@ -216,6 +219,8 @@ class Processor:
         """Process a batch in arrival order; ``states`` are read, never mutated in place."""
         out = StepOutput()
         batch = decode_batch(self.pipeline.kind, messages)
+        if self.buffered is not None:
+            batch.cols = {name: batch.cols[name] for name in self.buffered}
         site_of = self._route(messages, batch, out)
         rejected_by_site: dict[str, list[Rejected]] = {}
         for rej in batch.rejected:

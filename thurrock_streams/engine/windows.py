@@ -233,6 +233,8 @@ class SiteWindows:
             self.next_emit[s] = min(self.next_emit.get(s, first), first)
             self.span_end[s] = max(self.span_end.get(s, _NEG_INF), _floor_scalar(hi, s) + s)
         self.buf_ts = np.concatenate((self.buf_ts, ts))
+        for k in [k for k in self.buf_cols if k not in cols]:
+            del self.buf_cols[k]  # a column no longer kept (a state stored by an earlier release)
         for k, v in cols.items():
             old = self.buf_cols.get(k)
             self.buf_cols[k] = v.copy() if old is None else np.concatenate((old, v))
