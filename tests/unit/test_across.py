@@ -192,8 +192,9 @@ def test_single_readings_of_many_sites_in_time_order(data: st.DataObject) -> Non
 
 
 def test_a_state_unlike_the_batch_is_stepped_on_its_own() -> None:
-    """A stored buffer whose column dtype differs from the batch's (``lane`` as float):
-    that site takes the per-site path, the others go together; outputs still agree."""
+    """A stored buffer with other columns than the batch's (an earlier release's state,
+    which kept ``lane`` and ``length_m`` too): that site takes the per-site path, the
+    others go together; outputs still agree."""
     odd = SiteState(SiteWindows(watermark=10.0, closed_until={60: -np.inf, 900: -np.inf},
                                 next_emit={60: 0.0, 900: 0.0},
                                 buf_ts=np.array([10.0]),
@@ -223,6 +224,31 @@ def test_a_state_unlike_the_batch_is_stepped_on_its_own() -> None:
     assert outs[1].changed["b"].windows.buf_cols["speed_kph"].tolist() == [50.0, 60.0, 60.0]
 
 
+def test_a_state_with_the_columns_in_other_dtypes_is_stepped_on_its_own() -> None:
+    """A buffer with the pipeline's columns but not the batch's dtypes (speeds float32,
+    classes int64) cannot be concatenated as the batch's: that site takes the per-site
+    path; the outputs of both paths agree."""
+    odd = SiteState(SiteWindows(watermark=10.0, closed_until={60: -np.inf, 900: -np.inf},
+                                next_emit={60: 0.0, 900: 0.0},
+                                buf_ts=np.array([10.0]),
+                                buf_cols={"speed_kph": np.array([50.0], dtype=np.float32),
+                                          "class": np.array([2], dtype=np.int64)},
+                                span_end={60: 60.0, 900: 900.0}))
+    from thurrock_streams.engine.across import can_take
+    p = pipeline("traffic")
+    batch_cols = {"speed_kph": np.zeros(1), "class": np.zeros(1, dtype=np.int8)}
+    assert not can_take(p.config, batch_cols)(odd.windows)
+    feed = [RawMessage("traffic.readings", 0, i, None, orjson.dumps(
+        {"site_id": s, "ts": t, "lane": 1, "speed_kph": 60.0, "class": "hgv"}))
+        for i, (s, t) in enumerate([("b", 20.0), ("c 2", 30.0), ("b", 200.0),
+                                    ("c 2", 100.0)])]
+    outs = [Processor(p, across=a).step(feed, {"b": odd}, NOW) for a in (False, True)]
+    same(*outs)
+    # b's [0, 60): its stored hgv and the new one, so 100 % heavy goods vehicles
+    assert [(s, r["ts"], r["count"], r.get("hgv_pct")) for s, r in outs[1].aggregates] == [
+        ("b", 60.0, 2, 100.0), ("b", 120.0, 0, None), ("c 2", 60.0, 1, 100.0)]
+
+
 def test_dead_letters_come_in_the_per_site_order() -> None:
     """Per site: its rejected rows, then its future readings, then its late ones (as
     ``_ingest`` writes them), sites in name order."""
@@ -244,24 +270,25 @@ def test_dead_letters_come_in_the_per_site_order() -> None:
         (7, "range"), (2, "future"), (5, "future"), (3, "late"), (6, "late")]
 
 
-@given(rows=st.lists(st.tuples(st.integers(0, 3), st.sampled_from([-np.inf, 0.0, 1.5, 2.0,
-                                                                    7.25, 60.0])),
+@given(rows=st.lists(st.tuples(st.integers(0, 3), st.sampled_from([-np.inf, 0.0, -0.0, 1.5,
+                                                                    2.0, 7.25, 60.0])),
                      max_size=30),
        in_order=st.booleans())
 def test_the_running_maximum_per_site_equals_a_loop(rows: list[tuple[int, float]],
                                                     in_order: bool) -> None:
-    """The watermark before each row: the sort-based running maximum, and the ingest's
-    shortcut for sites whose rows are already in time order, against a plain loop."""
+    """The watermark before each row (``_running_max``): rows grouped by site, in time
+    order within each site (its shortcut) or not (its sort), against a plain loop."""
     from thurrock_streams.engine.across import _running_max
 
     rows = sorted(rows, key=(lambda r: r) if in_order else (lambda r: r[0]))
     site = np.array([s for s, _ in rows], dtype=np.int64)
     tv = np.array([t for _, t in rows], dtype=np.float64)
+    first_row = np.ones(len(rows), dtype=np.bool_)
+    first_row[1:] = site[1:] != site[:-1]
     expected, best, last = [], -np.inf, None
     for s, t in rows:
         best = t if s != last else max(best, t)
         last = s
         expected.append(best)
-    assert _running_max(site, tv).tolist() == expected
-    if in_order:  # what ingest_across then uses instead: each row's own time
-        assert tv.tolist() == expected
+    got = _running_max(site, tv, first_row)
+    assert np.array_equal(got, np.array(expected, dtype=np.float64))

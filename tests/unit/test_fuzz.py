@@ -229,6 +229,7 @@ class FlakyPipeline:
         self.armed = False
         self.failed = 0
         self.spans_of_its_own = inner.spans_of_its_own
+        self.buffered = getattr(inner, "buffered", None)  # the columns production keeps
 
     def on_accept(self, carry: dict[str, Any], ts: Any, cols: dict[str, Any]) -> None:
         if self.armed and self.rng.random() < 0.5:

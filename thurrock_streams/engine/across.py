@@ -122,10 +122,16 @@ def _floor(t: F64, size: int) -> F64:
     return out
 
 
-def _running_max(site: I64, tv: F64) -> F64:
-    """Each row's maximum of ``tv`` over its site's rows up to and including it, exactly:
-    values become ranks (integers), ``site * n + rank`` rises across sites, so one
-    ``np.maximum.accumulate`` yields every site's running maximum."""
+def _running_max(site: I64, tv: F64, first_row: NDArray[np.bool_]) -> F64:
+    """Each row's maximum of ``tv`` over its site's rows up to and including it, exactly.
+
+    ``site`` is non-decreasing; ``first_row`` marks the first row of each site. When every
+    site's rows are already in time order (the usual case) that is each row's own value.
+    Otherwise values become ranks (integers), ``site * n + rank`` rises across sites, and
+    one ``np.maximum.accumulate`` yields every site's running maximum.
+    """
+    if bool(((tv[1:] >= tv[:-1]) | first_row[1:]).all()):
+        return tv
     n = int(tv.size)
     order = np.argsort(tv, kind="stable")
     rank = np.empty(n, dtype=np.int64)
@@ -167,10 +173,7 @@ def ingest_across(cfg: EngineConfig, olds: list[SiteWindows], site: I64, ts: F64
         first_row = np.empty(n, dtype=np.bool_)
         first_row[0] = True
         first_row[1:] = site[1:] != site[:-1]
-        if bool(((tv[1:] >= tv[:-1]) | first_row[1:]).all()):
-            running = tv  # each site's rows in time order: the running maximum is the row's
-        else:
-            running = _running_max(site, tv)
+        running = _running_max(site, tv, first_row)
         before[0] = _NEG_INF
         before[1:] = running[:-1]
         before[first_row] = _NEG_INF

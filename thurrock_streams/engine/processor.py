@@ -41,7 +41,8 @@ class Pipeline(Protocol):
     """A kind of reading: its window lengths, kept columns and aggregate kernels.
 
     An optional attribute ``buffered`` names the columns a site's open windows keep (the
-    others are validated at decode and then dropped); without it every column is kept.
+    others are validated at decode and then dropped, before :meth:`on_accept` and the
+    aggregates see the rows); without it every column is kept.
     Two optional methods let the processor do less per site (it looks them up with
     ``getattr``): ``aggregates_across(sites, closed, carries)``, the records of many sites'
     windows (:class:`~.across.ClosedAcross`) at once and what each site's carry (as it was
