@@ -87,6 +87,9 @@ class AirPipeline:
 
     #: See :class:`~thurrock_streams.engine.processor.Pipeline`.
     spans_of_its_own: ClassVar[bool] = True
+    #: The columns a monitor's open windows keep: the pollutants (temperature and
+    #: humidity are checked at decode, then not needed).
+    buffered: ClassVar[tuple[str, ...]] = tuple(POLLUTANT_FIELDS)
 
     def on_heartbeat(self, carry: dict[str, Any], ts: float) -> None:
         """Note the monitor's latest heartbeat: it extends every pollutant's span."""

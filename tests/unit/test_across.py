@@ -292,3 +292,20 @@ def test_the_running_maximum_per_site_equals_a_loop(rows: list[tuple[int, float]
         expected.append(best)
     got = _running_max(site, tv, first_row)
     assert np.array_equal(got, np.array(expected, dtype=np.float64))
+
+
+def test_open_windows_keep_only_the_columns_the_aggregates_read() -> None:
+    """Traffic keeps speed and class (lane and length are validated, then dropped); air
+    keeps its six pollutants (temperature and humidity likewise), on both paths."""
+    traffic = RawMessage("traffic.readings", 0, 0, None, orjson.dumps(
+        {"site_id": "b", "ts": 20.0, "lane": 2, "speed_kph": 60.0, "length_m": 4.5,
+         "class": "car"}))
+    air = RawMessage("air.readings", 0, 0, None, orjson.dumps(
+        {"site_id": "b", "ts": 20.0, "no2_ugm3": 41.0, "temperature_c": 11.5,
+         "humidity_pct": 80.0}))
+    for kind, msg, kept in (("traffic", traffic, ["speed_kph", "class"]),
+                            ("air", air, list(POLLUTANT_FIELDS))):
+        for across in (False, True):
+            w = Processor(pipeline(kind), across=across).step([msg], {}, NOW).changed["b"]
+            assert list(w.windows.buf_cols) == kept, (kind, across)
+            assert w.windows.buf_ts.tolist() == [20.0]
