@@ -134,6 +134,15 @@ def build_app(settings: Settings) -> tuple[faust.App, Runtime]:
         # one step and one changelog record (docs/performance.md).
         consumer_max_fetch_size=4 << 20,
         producer_acks=-1,
+        # Faust stops a worker whose table has read a changelog partition past the end the
+        # broker reports (a check for an on-disk store kept beside a truncated topic). The
+        # tables here are in memory, so it only ever fires on the local broker (Tansu),
+        # which reports the end as the last record batch's first offset + 1: after a
+        # worker is killed between a step's changelog records and the last one, which is
+        # sent alone, a standby that read that whole batch stood "past" it and the worker
+        # taking the partition over stopped (docs/architecture.md, "State and crash
+        # safety").
+        recovery_consistency_check=False,
         web_port=6066,
         # Loopback unless told otherwise (THURROCK_WEB_HOST; a cluster sets 0.0.0.0).
         web_bind=settings.web_host,
