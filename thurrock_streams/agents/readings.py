@@ -80,9 +80,9 @@ async def store_states(table: Any, records: Mapping[bytes, bytes],
     The last record of each changelog partition is sent on its own, after the others
     (:meth:`.Outbox.send`, ``last_alone``), and so is the last tombstone: a broker whose
     end offset is the last record *batch*'s first offset + 1 (Tansu, the local stack's
-    broker) would otherwise hide the tail of that batch from recovery, and a worker that
-    had already read that tail as a standby would stop at Faust's consistency check
-    (persisted offset above the high watermark) when the partition became active.
+    broker) would otherwise hide the tail of that batch from recovery. (A worker killed
+    between the two sends still leaves such a tail; a standby that read it then stands
+    past the reported end, which is why the app turns Faust's consistency check off.)
     """
     if entries is None:
         for key, value in records.items():
