@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .engine.across import in_site_time_order
+
 __all__ = ["window_runs", "window_runs_across"]
 
 
@@ -79,8 +81,7 @@ def window_runs_across(runs_before: list[list[float] | None], row_site: NDArray[
     # By site, then time, stable (arrival order on ties). Rows come grouped by site, and
     # a site's rows mostly in time order already: then the order is the rows' own (a
     # stable sort leaves sorted rows where they are), found in one pass, not a sort.
-    same = s[1:] == s[:-1]
-    if not bool(((same & (t[1:] >= t[:-1])) | (s[1:] > s[:-1])).all()):
+    if not in_site_time_order(s, t):
         order = np.lexsort((t, s))
         s, w, v = s[order], w[order], v[order]
     first = np.empty(n, dtype=np.bool_)  # the first row of its site

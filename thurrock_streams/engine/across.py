@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from .windows import Closed, EngineConfig, SiteWindows
 
-__all__ = ["ClosedAcross", "IngestAcross", "can_take", "ingest_across"]
+__all__ = ["ClosedAcross", "IngestAcross", "can_take", "in_site_time_order", "ingest_across"]
 
 F64 = NDArray[np.float64]
 I64 = NDArray[np.int64]
@@ -122,15 +122,22 @@ def _floor(t: F64, size: int) -> F64:
     return out
 
 
-def _running_max(site: I64, tv: F64, first_row: NDArray[np.bool_]) -> F64:
+def in_site_time_order(site: NDArray[np.int64], t: F64) -> bool:
+    """True if the rows are grouped by site, sites ascending, and each site's times do
+    not decrease: the order a stable sort by site, then time, would give (one pass)."""
+    later_site = site[1:] > site[:-1]
+    return bool((later_site | ((site[1:] == site[:-1]) & (t[1:] >= t[:-1]))).all())
+
+
+def _running_max(site: I64, tv: F64) -> F64:
     """Each row's maximum of ``tv`` over its site's rows up to and including it, exactly.
 
-    ``site`` is non-decreasing; ``first_row`` marks the first row of each site. When every
-    site's rows are already in time order (the usual case) that is each row's own value.
-    Otherwise values become ranks (integers), ``site * n + rank`` rises across sites, and
-    one ``np.maximum.accumulate`` yields every site's running maximum.
+    ``site`` is non-decreasing. When every site's rows are already in time order (the
+    usual case) that is each row's own value. Otherwise values become ranks (integers),
+    ``site * n + rank`` rises across sites, and one ``np.maximum.accumulate`` yields every
+    site's running maximum.
     """
-    if bool(((tv[1:] >= tv[:-1]) | first_row[1:]).all()):
+    if in_site_time_order(site, tv):
         return tv
     n = int(tv.size)
     order = np.argsort(tv, kind="stable")
@@ -173,7 +180,7 @@ def ingest_across(cfg: EngineConfig, olds: list[SiteWindows], site: I64, ts: F64
         first_row = np.empty(n, dtype=np.bool_)
         first_row[0] = True
         first_row[1:] = site[1:] != site[:-1]
-        running = _running_max(site, tv, first_row)
+        running = _running_max(site, tv)
         before[0] = _NEG_INF
         before[1:] = running[:-1]
         before[first_row] = _NEG_INF

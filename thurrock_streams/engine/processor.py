@@ -487,8 +487,9 @@ class Processor:
         site_of: dict[int, str] = {}
         if len(batch):
             idx = batch.msg  # rows in message order (decode_batch): a message's rows together
-            first = np.flatnonzero(np.concatenate(([True], idx[1:] != idx[:-1])))
-            if not bool((idx[1:] >= idx[:-1]).all()):
+            if bool((idx[1:] >= idx[:-1]).all()):
+                first = np.flatnonzero(np.concatenate(([True], idx[1:] != idx[:-1])))
+            else:
                 first = np.unique(idx, return_index=True)[1]
             site_of = dict(zip(idx[first].tolist(), batch.site[first].tolist(), strict=True))
         for rej in batch.rejected:
