@@ -191,23 +191,28 @@ def test_single_readings_of_many_sites_in_time_order(data: st.DataObject) -> Non
     assert fast.counters.readings_in + fast.counters.heartbeats_in == len(msgs)
 
 
+def stored_b(buf_cols: dict[str, Any]) -> SiteState:
+    """Site b's stored state: one reading at 10 s in its open windows, with ``buf_cols``."""
+    return SiteState(SiteWindows(watermark=10.0, closed_until={60: -np.inf, 900: -np.inf},
+                                 next_emit={60: 0.0, 900: 0.0}, buf_ts=np.array([10.0]),
+                                 buf_cols=buf_cols, span_end={60: 60.0, 900: 900.0}))
+
+
+def four_readings(**fields: Any) -> list[RawMessage]:
+    """b at 20 and 200 s, c 2 at 30 and 100 s, each a single reading with ``fields``."""
+    return [RawMessage("traffic.readings", 0, i, None, orjson.dumps(
+        {"site_id": s, "ts": t, "lane": 1, "speed_kph": 60.0, **fields}))
+        for i, (s, t) in enumerate([("b", 20.0), ("c 2", 30.0), ("b", 200.0),
+                                    ("c 2", 100.0)])]
+
+
 def test_a_state_unlike_the_batch_is_stepped_on_its_own() -> None:
     """A stored buffer with other columns than the batch's (an earlier release's state,
     which kept ``lane`` and ``length_m`` too): that site takes the per-site path, the
     others go together; outputs still agree."""
-    odd = SiteState(SiteWindows(watermark=10.0, closed_until={60: -np.inf, 900: -np.inf},
-                                next_emit={60: 0.0, 900: 0.0},
-                                buf_ts=np.array([10.0]),
-                                buf_cols={"lane": np.array([1.0]),
-                                          "speed_kph": np.array([50.0]),
-                                          "length_m": np.array([np.nan]),
-                                          "class": np.array([-1], dtype=np.int8)},
-                                span_end={60: 60.0, 900: 900.0}))
-    feed = [RawMessage("traffic.readings", 0, i, None, orjson.dumps(
-        {"site_id": s, "ts": t, "lane": 1, "speed_kph": 60.0}))
-        for i, (s, t) in enumerate([("b", 20.0), ("c 2", 30.0), ("b", 200.0),
-                                    ("c 2", 100.0)])]
-    outs = [Processor(pipeline("traffic"), across=a).step(feed, {"b": odd}, NOW)
+    odd = stored_b({"lane": np.array([1.0]), "speed_kph": np.array([50.0]),
+                    "length_m": np.array([np.nan]), "class": np.array([-1], dtype=np.int8)})
+    outs = [Processor(pipeline("traffic"), across=a).step(four_readings(), {"b": odd}, NOW)
             for a in (False, True)]
     same(*outs)
     # b's [0, 60) holds its stored reading and the new one; c 2's holds one
@@ -228,21 +233,14 @@ def test_a_state_with_the_columns_in_other_dtypes_is_stepped_on_its_own() -> Non
     """A buffer with the pipeline's columns but not the batch's dtypes (speeds float32,
     classes int64) cannot be concatenated as the batch's: that site takes the per-site
     path; the outputs of both paths agree."""
-    odd = SiteState(SiteWindows(watermark=10.0, closed_until={60: -np.inf, 900: -np.inf},
-                                next_emit={60: 0.0, 900: 0.0},
-                                buf_ts=np.array([10.0]),
-                                buf_cols={"speed_kph": np.array([50.0], dtype=np.float32),
-                                          "class": np.array([2], dtype=np.int64)},
-                                span_end={60: 60.0, 900: 900.0}))
+    odd = stored_b({"speed_kph": np.array([50.0], dtype=np.float32),
+                    "class": np.array([2], dtype=np.int64)})
     from thurrock_streams.engine.across import can_take
     p = pipeline("traffic")
     batch_cols = {"speed_kph": np.zeros(1), "class": np.zeros(1, dtype=np.int8)}
     assert not can_take(p.config, batch_cols)(odd.windows)
-    feed = [RawMessage("traffic.readings", 0, i, None, orjson.dumps(
-        {"site_id": s, "ts": t, "lane": 1, "speed_kph": 60.0, "class": "hgv"}))
-        for i, (s, t) in enumerate([("b", 20.0), ("c 2", 30.0), ("b", 200.0),
-                                    ("c 2", 100.0)])]
-    outs = [Processor(p, across=a).step(feed, {"b": odd}, NOW) for a in (False, True)]
+    outs = [Processor(p, across=a).step(four_readings(**{"class": "hgv"}), {"b": odd}, NOW)
+            for a in (False, True)]
     same(*outs)
     # b's [0, 60): its stored hgv and the new one, so 100 % heavy goods vehicles
     assert [(s, r["ts"], r["count"], r.get("hgv_pct")) for s, r in outs[1].aggregates] == [
@@ -283,14 +281,12 @@ def test_the_running_maximum_per_site_equals_a_loop(rows: list[tuple[int, float]
     rows = sorted(rows, key=(lambda r: r) if in_order else (lambda r: r[0]))
     site = np.array([s for s, _ in rows], dtype=np.int64)
     tv = np.array([t for _, t in rows], dtype=np.float64)
-    first_row = np.ones(len(rows), dtype=np.bool_)
-    first_row[1:] = site[1:] != site[:-1]
     expected, best, last = [], -np.inf, None
     for s, t in rows:
         best = t if s != last else max(best, t)
         last = s
         expected.append(best)
-    got = _running_max(site, tv, first_row)
+    got = _running_max(site, tv)
     assert np.array_equal(got, np.array(expected, dtype=np.float64))
 
 
